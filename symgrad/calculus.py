@@ -1,0 +1,425 @@
+"""The calculus layer: activations and losses as SymPy expressions, and everything derived from them.
+
+Every derivative here comes from ``sympy.diff``. Output forms (``f'(z) = g(f(z))``) are found by
+solving ``a = f(z)`` for ``z`` (directly, or for ``u = exp(z)``) and are accepted only once SymPy
+proves ``g(f(z)) - f'(z) == 0``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+try:
+    from .exprparse import parse_expression
+except ImportError:  # TEMP
+    parse_expression = None
+from .timelimit import BudgetExceeded, attempt, time_budget
+
+# The symbols of a representative unit: pre-activation z, activation a, target y.
+z = sp.Symbol("z", real=True)
+a = sp.Symbol("a", real=True)
+y = sp.Symbol("y", real=True)
+alpha = sp.Symbol("alpha", positive=True)
+
+#: Seconds SymPy may spend on one search or simplification before we keep the plain form.
+SOLVE_BUDGET = 3.0
+SIMPLIFY_BUDGET = 3.0
+
+
+class softplus(sp.Function):  # noqa: N801 - SymPy function names are lower case
+    """``log(1 + exp(x))``, printed as ``np.logaddexp(0, x)`` (never overflows)."""
+
+    nargs = 1
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return sp.log(1 + sp.exp(x))
+
+    def _latex(self, printer):
+        return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+
+
+class logsumexp(sp.Function):  # noqa: N801
+    r"""``log sum_k exp(z_k)`` over the output units of one sample (printed row-wise, stably)."""
+
+    nargs = 1
+
+    def _latex(self, printer):
+        return r"\log\sum_{k}e^{%s_{k}}" % printer._print(self.args[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Registry: a name and a SymPy expression, nothing else.
+
+_BUILTIN_ACTIVATIONS: dict[str, sp.Expr] = {
+    "identity": z,
+    "sigmoid": 1 / (1 + sp.exp(-z)),
+    "tanh": sp.tanh(z),
+    "relu": sp.Piecewise((z, z > 0), (0, True)),
+    "leaky_relu": sp.Piecewise((z, z > 0), (alpha * z, True)),
+    "softplus": sp.log(1 + sp.exp(z)),
+    "elu": sp.Piecewise((z, z > 0), (alpha * (sp.exp(z) - 1), True)),
+}
+_DEFAULT_ALPHA = {"leaky_relu": sp.Rational(1, 100), "elu": sp.Integer(1)}
+
+_BUILTIN_LOSSES: dict[str, sp.Expr] = {
+    "mse": (a - y) ** 2 / 2,
+    "log_loss": -(y * sp.log(a) + (1 - y) * sp.log(1 - a)),
+    "cross_entropy": -y * sp.log(a),
+}
+
+#: How each built-in loss is named in prose.
+LOSS_TITLES = {
+    "mse": "quadratic cost (mean squared error)",
+    "log_loss": "log loss (binary cross-entropy)",
+    "cross_entropy": "categorical cross-entropy",
+}
+
+
+def _simplify(expr: sp.Expr) -> sp.Expr:
+    """``sympy.simplify`` within a time budget; the plain expression when over budget."""
+    return attempt(SIMPLIFY_BUDGET, sp.simplify, expr, default=expr)
+
+
+def _is_zero(expr: sp.Expr) -> bool:
+    """Prove ``expr == 0`` symbolically (within the budget); False when not proved."""
+    if expr == 0:
+        return True
+    for form in (expr, expr.rewrite(sp.exp)):
+        done = attempt(SIMPLIFY_BUDGET, lambda e: sp.simplify(e) == 0, form, default=False)
+        if done:
+            return True
+    return False
+
+
+def _elementary(expr: sp.Expr) -> bool:
+    """True when ``expr`` uses only functions the NumPy printer can write."""
+    banned = (sp.LambertW, sp.Integral, sp.Derivative, sp.Sum)
+    return not any(expr.has(b) for b in banned) and not expr.has(sp.zoo, sp.nan, sp.oo)
+
+
+# ---------------------------------------------------------------------------------------
+# Activations
+
+
+@dataclass(frozen=True)
+class ActivationCalculus:
+    """An activation and its derivatives, with output forms where they exist.
+
+    Attributes:
+        name: registry name (``sigmoid``, or a custom name).
+        f: ``f(z)``.
+        df, d2f: ``f'(z)`` and ``f''(z)`` from ``sympy.diff``.
+        df_out, d2f_out: ``g(a)`` and ``h(a)`` with ``f'(z) = g(f(z))``, ``f''(z) = h(f(z))``;
+            ``None`` when no output form was found (the trainer then keeps ``z``).
+        how: one sentence saying how the output form was found, or why there is none.
+    """
+
+    name: str
+    f: sp.Expr
+    df: sp.Expr
+    d2f: sp.Expr
+    df_out: sp.Expr | None
+    d2f_out: sp.Expr | None
+    how: str
+    custom: bool = False
+    vector: bool = False
+
+    @property
+    def has_output_form(self) -> bool:
+        return self.df_out is not None
+
+
+def _candidates_direct(f: sp.Expr) -> list[sp.Expr]:
+    return list(sp.solve(sp.Eq(a, f), z))
+
+
+def _candidates_exp(f: sp.Expr, df: sp.Expr) -> list[sp.Expr]:
+    """Solve for ``u = exp(z)`` when ``f`` depends on ``z`` only through ``exp``."""
+    u = sp.Symbol("u", positive=True)
+    fe = f.rewrite(sp.exp).subs(sp.exp(z), u)
+    dfe = df.rewrite(sp.exp).subs(sp.exp(z), u)
+    if fe.has(z) or dfe.has(z):
+        return []
+    return [sp.simplify(dfe.subs(u, sol)) for sol in sp.solve(sp.Eq(a, fe), u)]
+
+
+def _output_form_smooth(f: sp.Expr, df: sp.Expr) -> sp.Expr | None:
+    """Find ``g`` with ``df == g(f)`` for a non-piecewise ``f``; proved or None."""
+    if not df.has(z):
+        return df  # constant derivative: g is that constant
+    found: list[sp.Expr] = []
+    for method in ("exp", "direct"):
+        try:
+            with time_budget(SOLVE_BUDGET):
+                if method == "exp":
+                    cands = _candidates_exp(f, df)
+                else:
+                    cands = [_simplify(df.subs(z, sol)) for sol in _candidates_direct(f)]
+        except (BudgetExceeded, NotImplementedError, ValueError, TypeError):
+            continue
+        for g in cands:
+            g = sp.factor(g) if sp.count_ops(sp.factor(g)) <= sp.count_ops(g) else g
+            if g.has(z) or not _elementary(g) or g.free_symbols - {a, alpha}:
+                continue
+            if _is_zero(g.subs(a, f) - df):
+                found.append(g)
+        if found:
+            break
+    if not found:
+        return None
+    return min(found, key=sp.count_ops)
+
+
+def _sign_preserving(f: sp.Piecewise) -> bool:
+    """True when ``sign(f(z)) == sign(z)``: f(0) = 0 and f increases (strictly for z > 0)."""
+    zp = sp.Symbol("zp", positive=True)
+    zn = sp.Symbol("zn", negative=True)
+    (e1, c1), (e2, c2) = f.args
+    if c1 != (z > 0) or c2 != sp.true:
+        return False
+    if sp.simplify(e2.subs(z, 0)) != 0:
+        return False
+    up = sp.diff(e1, z).subs({z: zp, alpha: sp.Symbol("al", positive=True)})
+    down = sp.diff(e2, z).subs({z: zn, alpha: sp.Symbol("al", positive=True)})
+    return bool(up.is_positive) and bool(down.is_nonnegative)
+
+
+def _output_form(f: sp.Expr, df: sp.Expr) -> tuple[sp.Expr | None, str]:
+    if isinstance(f, sp.Piecewise):
+        if len(f.args) != 2 or not _sign_preserving(f):
+            return None, "piecewise activation whose pieces do not keep the sign of z"
+        pieces = []
+        for (expr, cond), (dexpr, _) in zip(f.args, df.args, strict=True):
+            g = _output_form_smooth(expr, dexpr)
+            if g is None:
+                return None, "no output form for one of its pieces"
+            pieces.append((g, cond.subs(z, a)))
+        g = sp.Piecewise(*pieces)
+        return g, "solved piece by piece; f keeps the sign of z, so the conditions carry over to a"
+    g = _output_form_smooth(f, df)
+    if g is None:
+        return None, "SymPy found no g with f'(z) = g(f(z)) (or none it could prove), so z is kept"
+    return g, "solved a = f(z) for z, substituted into f'(z) and proved g(f(z)) = f'(z)"
+
+
+@functools.lru_cache(maxsize=256)
+def _activation(name: str, expr: sp.Expr, custom: bool) -> ActivationCalculus:
+    df = sp.diff(expr, z)
+    d2f = sp.diff(df, z)
+    if isinstance(expr, sp.Piecewise):
+        df = sp.piecewise_fold(df)
+        d2f = sp.piecewise_fold(d2f)
+    else:
+        df = _simplify(df)
+        d2f = _simplify(d2f)
+    d2f = _collapse_piecewise(d2f)
+    df_out, how = _output_form(expr, df)
+    d2f_out = None
+    if df_out is not None:
+        # Chain rule on the output form: d/dz g(f(z)) = g'(a) * g(a); proved against f''.
+        h = _collapse_piecewise(sp.piecewise_fold(sp.diff(df_out, a) * df_out))
+        h = sp.factor(h) if not isinstance(h, sp.Piecewise) else h
+        if isinstance(expr, sp.Piecewise) or _is_zero(h.subs(a, expr) - d2f):
+            d2f_out = h
+    return ActivationCalculus(name, expr, df, d2f, df_out, d2f_out, how, custom)
+
+
+def _collapse_piecewise(expr: sp.Expr) -> sp.Expr:
+    """``Piecewise((c, cond), (c, True))`` is just ``c``."""
+    if isinstance(expr, sp.Piecewise) and len({e for e, _ in expr.args}) == 1:
+        return expr.args[0][0]
+    return expr
+
+
+def activation_calculus(
+    name: str, custom: dict[str, str] | None = None, alpha_value: float | None = None
+) -> ActivationCalculus:
+    """The calculus of activation ``name`` (built in, or a custom expression in ``z``)."""
+    if name == "softmax":
+        return _softmax()
+    custom = custom or {}
+    if name in custom:
+        expr = parse_expression(custom[name], {"z": z}, where=f"activations.{name}")
+        return _activation(name, expr, True)
+    expr = _BUILTIN_ACTIVATIONS[name]
+    if expr.has(alpha):
+        value = (
+            sp.nsimplify(alpha_value) if alpha_value is not None else _DEFAULT_ALPHA[name]
+        )
+        expr = expr.subs(alpha, value)
+    return _activation(name, expr, False)
+
+
+# ---------------------------------------------------------------------------------------
+# Softmax: a vector activation, derived on representative units k and m != k.
+
+zk, zm = sp.symbols("z_k z_m", real=True)
+ak, am = sp.symbols("a_k a_m", positive=True)
+yk, ym = sp.symbols("y_k y_m", real=True)
+_rest = sp.Symbol("r", positive=True)  # sum of exp over the other units
+
+
+@functools.lru_cache(maxsize=1)
+def _softmax() -> ActivationCalculus:
+    denom = sp.exp(zk) + sp.exp(zm) + _rest
+    f = sp.exp(zk) / denom
+    big_d = sp.Symbol("D", positive=True)
+
+    def to_out(e: sp.Expr) -> sp.Expr:
+        # Name the denominator D, then e^{z_k} = a_k D and e^{z_m} = a_m D.
+        e = e.subs(denom, big_d)
+        e = e.subs({sp.exp(zk): ak * big_d, sp.exp(zm): am * big_d})
+        return sp.factor(sp.simplify(e))
+
+    d_kk = to_out(sp.diff(f, zk))
+    d_km = to_out(sp.diff(f, zm))
+    a_k_of_z, a_m_of_z = f, sp.exp(zm) / denom
+    for d, raw in ((d_kk, sp.diff(f, zk)), (d_km, sp.diff(f, zm))):
+        if d.has(big_d) or not _is_zero(d.subs({ak: a_k_of_z, am: a_m_of_z}) - raw):
+            raise AssertionError("softmax output-form proof failed")  # pragma: no cover
+    return ActivationCalculus(
+        "softmax",
+        f,
+        sp.ImmutableMatrix([[d_kk, d_km]]),
+        sp.Integer(0),
+        sp.ImmutableMatrix([[d_kk, d_km]]),
+        None,
+        "differentiated a_k = e^{z_k} / sum_j e^{z_j} by z_k and by z_m (m != k)",
+        vector=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Losses
+
+
+@dataclass(frozen=True)
+class LossCalculus:
+    """A loss paired with the output activation, and the fused output delta.
+
+    Attributes:
+        ell: the per-unit loss ``l(a, y)``; the cost is ``C = 1/n sum_x sum_j l``.
+        dl_da, d2l_da2: from ``sympy.diff``.
+        delta: the fused output delta ``dl/dz`` (in ``a, y``; in ``z, y`` when the output
+            activation has no output form), simplified.
+        s: ``d(delta)/dz`` — the second derivative of the loss by the output's ``z`` (elementwise
+            outputs); for softmax the Jacobian is ``diag(s_diag) + s_outer`` (see ``jac_*``).
+        stable: the per-unit loss in a numerically stable form, in ``z, y`` where logs of the
+            output activation were rewritten (``log a = -softplus(-z)`` ...), else ``a, y``.
+        matching: True when ``delta`` is ``a - y`` (the matching-loss case).
+    """
+
+    name: str
+    ell: sp.Expr
+    dl_da: sp.Expr
+    d2l_da2: sp.Expr
+    delta: sp.Expr
+    delta_in_z: bool
+    s: sp.Expr
+    stable: sp.Expr
+    stable_in_z: bool
+    matching: bool
+    custom: bool = False
+    rewrites: tuple = field(default_factory=tuple)
+    jac_diag: sp.Expr | None = None
+    jac_outer: sp.Expr | None = None
+
+
+def loss_expression(name: str, custom: dict[str, str] | None = None) -> tuple[sp.Expr, bool]:
+    """The per-unit loss ``l(a, y)`` for a built-in or custom loss."""
+    custom = custom or {}
+    if name in custom:
+        return parse_expression(custom[name], {"a": a, "y": y}, where=f"losses.{name}"), True
+    return _BUILTIN_LOSSES[name], False
+
+
+def _stable_rewrites(act: ActivationCalculus) -> list[tuple[sp.Expr, sp.Expr]]:
+    """Proved identities ``log(a) = ...`` in ``z`` that avoid log(0) for this activation."""
+    if act.name != "sigmoid" or act.custom:
+        return []
+    # log a = -softplus(-z) = z - softplus(z), and log(1 - a) = -softplus(z).
+    rules = [(sp.log(a), z - softplus(z)), (sp.log(1 - a), -softplus(z))]
+    proved = []
+    for lhs, rhs in rules:
+        # exp of both sides must agree: exp(log(x)) = x, exp(-softplus(w)) = 1/(1+exp(w)).
+        left = sp.exp(lhs.subs(a, act.f))
+        right = sp.exp(rhs.rewrite(sp.exp))
+        if _is_zero(left - right):
+            proved.append((lhs, rhs))
+    return proved
+
+
+@functools.lru_cache(maxsize=256)
+def _loss(name: str, ell: sp.Expr, custom: bool, act: ActivationCalculus) -> LossCalculus:
+    dl_da = _simplify(sp.diff(ell, a))
+    d2l_da2 = _simplify(sp.diff(ell, a, 2))
+    if act.vector:
+        return _softmax_loss(name, ell, custom, act, dl_da, d2l_da2)
+    if act.has_output_form:
+        delta = sp.factor(_simplify(dl_da * act.df_out))
+        delta_in_z = False
+        s = sp.factor(_simplify(sp.diff(delta, a) * act.df_out))
+    else:
+        delta = _simplify(dl_da.subs(a, act.f) * act.df)
+        delta_in_z = True
+        s = _simplify(sp.diff(delta, z))
+    if isinstance(s, sp.Piecewise):
+        s = _collapse_piecewise(sp.piecewise_fold(s))
+    rewrites = _stable_rewrites(act)
+    stable, stable_in_z = ell, False
+    if rewrites:
+        expanded = sp.expand_log(sp.expand(ell), force=True)
+        rewritten = expanded.subs(dict(rewrites))
+        if not rewritten.has(a):
+            stable, stable_in_z = sp.collect(sp.expand(rewritten), y), True
+    elif delta_in_z:
+        stable, stable_in_z = ell.subs(a, act.f), True
+    matching = (not delta_in_z) and sp.expand(delta - (a - y)) == 0
+    return LossCalculus(
+        name, ell, dl_da, d2l_da2, delta, delta_in_z, s, stable, stable_in_z, matching,
+        custom, tuple(rewrites),
+    )
+
+
+def _softmax_loss(name, ell, custom, act, dl_da, d2l_da2) -> LossCalculus:
+    """Softmax output: delta_m = sum_k dl/da_k da_k/dz_m, with sum_k y_k = 1."""
+    g = lambda av, yv: dl_da.subs({a: av, y: yv})  # noqa: E731
+    d_kk, d_km = act.df_out[0, 0], act.df_out[0, 1]
+    # Split the sum over k into k = m and k != m (representative unit k).
+    own = g(am, ym) * d_kk.subs({ak: am})
+    k = sp.Symbol("k", integer=True)
+    n_out = sp.Symbol("K", integer=True, positive=True)
+    ai, yi = sp.IndexedBase("a"), sp.IndexedBase("y")
+    others = sp.Sum(g(ai[k], yi[k]) * d_km.subs({ak: ai[k], am: am}), (k, 1, n_out))
+    others = others - g(am, ym) * d_km.subs({ak: am})  # remove k = m from the full sum
+    total = sp.expand(own + sp.factor_terms(sp.expand(others)))
+    total = total.subs(sp.Sum(yi[k], (k, 1, n_out)), 1)  # targets are one-hot: sum_k y_k = 1
+    delta = sp.factor(_simplify(total)).subs({am: a, ym: y})
+    if delta.has(sp.Sum):
+        raise ValueError("softmax is supported with cross_entropy only")
+    # Jacobian of delta by z: d delta_m / d z_p = d a_m / d z_p for delta = a - y.
+    jac_diag = d_kk.subs({ak: a}) + a * a  # diagonal part: a (1 - a) + a^2 = a
+    jac_diag = sp.factor(jac_diag)
+    # Off-diagonal part d a_k / d z_m = u(a_k) v(a_m): the rank-one term u v^T of the Jacobian.
+    u_part = sp.simplify(d_km / am)
+    if u_part.has(am):
+        raise ValueError("softmax Jacobian is not diagonal plus rank one")  # pragma: no cover
+    jac_outer = (u_part.subs(ak, a), a)
+    lse = logsumexp(z)
+    stable = sp.expand(ell.subs(sp.log(a), z - lse))
+    return LossCalculus(
+        name, ell, dl_da, d2l_da2, delta, False, jac_diag, stable, True,
+        sp.expand(delta - (a - y)) == 0, custom, ((sp.log(a), z - lse),),
+        jac_diag=jac_diag, jac_outer=jac_outer,
+    )
+
+
+def loss_calculus(
+    name: str, output: ActivationCalculus, custom: dict[str, str] | None = None
+) -> LossCalculus:
+    """The calculus of loss ``name`` combined with the output activation ``output``."""
+    ell, is_custom = loss_expression(name, custom)
+    return _loss(name, ell, is_custom, output)

@@ -1,0 +1,262 @@
+"""Code generation: the Derivation's expressions, printed, laid out by a Jinja2 template.
+
+The template decides where a printed expression goes (loops, matrix products, the optimiser's
+update); every derivative arrives here already derived (``derivation.py``) and is only printed
+(``printing.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+
+import jinja2
+import sympy as sp
+import yaml
+
+from . import __version__
+from . import calculus as C
+from .atomic import atomic_write_text
+from .derivation import Derivation, derive
+from .printing import inplace_multiply, inplace_statements, numpy_expr
+from .spec import Spec, load_spec
+
+TEMPLATE = "trainer.py.jinja"
+MAX_HESSIAN_PARAMS = 20_000
+NEWTON_EXACT_MAX = 2_000
+
+_OPT_TITLES = {
+    "gd": "full-batch gradient descent",
+    "sgd": "mini-batch stochastic gradient descent",
+    "momentum": "gradient descent with momentum",
+    "nesterov": "Nesterov accelerated gradient",
+    "adagrad": "Adagrad",
+    "rmsprop": "RMSProp",
+    "adam": "Adam",
+    "newton": "damped Newton's method",
+}
+
+
+def template_dir() -> Path:
+    """Where the templates are: inside the installed package, or ``templates/`` of a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / TEMPLATE).is_file():
+            return candidate
+    raise FileNotFoundError(f"{TEMPLATE} not found next to {here}")  # pragma: no cover
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - we generate Python, not HTML
+    )
+
+
+def _names(l: int) -> dict:
+    """Symbol -> variable name in layer l (one naming rule for all generated code)."""
+    return {C.z: f"z_{l}", C.a: f"a_{l}", C.y: "Y", C.logsumexp: "lse"}
+
+
+def _init(scheme: str, units: int, fan_in: int) -> tuple[str, str]:
+    shape = f"({units}, {fan_in})"
+    if scheme == "normal":
+        return f"rng.standard_normal({shape})", f"rng.standard_normal({units})"
+    if scheme == "xavier":
+        std = f"np.sqrt(2.0 / ({fan_in} + {units}))"
+    else:  # he
+        std = f"np.sqrt(2.0 / {fan_in})"
+    return f"{std} * rng.standard_normal({shape})", "0.0"
+
+
+def _paren(code: str) -> str:
+    simple = code.replace("_", "").replace(".", "").isalnum()
+    return code if simple else f"({code})"
+
+
+def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
+    """Everything the template needs, printed from the Derivation."""
+    spec = d.spec
+    loss = d.loss
+    L = d.depth
+    layers = []
+    offset = 0
+    for layer in d.layers:
+        act = layer.activation
+        l = layer.index
+        w0, w1 = offset, offset + layer.units * layer.fan_in
+        b1 = w1 + layer.units
+        offset = b1
+        names = _names(l)
+        ctx = {
+            "l": l,
+            "units": layer.units,
+            "fan_in": layer.fan_in,
+            "w0": w0,
+            "w1": w1,
+            "b1": b1,
+            "softmax": act.vector,
+            "eq_grad": d.eq(f"grad.{l}"),
+            "eq_backprop": d.eq(f"backprop.{l - 1}") if l > 1 else None,
+        }
+        ctx["init_w"], ctx["init_b"] = _init(spec.init.scheme, layer.units, layer.fan_in)
+        scratch = 0
+        if not act.vector:
+            ctx["forward_expr"] = numpy_expr(act.f, {C.z: f"z_{l}"})
+            lines, used = inplace_statements(act.f, f"a_{l}", {C.z: f"z_{l}"}, f"t_{l}_")
+            ctx["forward_lines"] = lines
+            scratch = max(scratch, used)
+            fp = act.df_out if act.has_output_form else act.df
+            fpp = act.d2f_out if act.d2f_out is not None else act.d2f
+            ctx["fp_expr"] = numpy_expr(fp, names)
+            if fp.is_Number:
+                ctx["fp_expr"] = f"np.full_like(a_{l}, {ctx['fp_expr']})"
+            ctx["fp_expr_paren"] = _paren(ctx["fp_expr"])
+            ctx["fpp_expr"] = numpy_expr(fpp, names)
+            lines, used = inplace_multiply(fp, f"delta_{l}", names, f"t_{l}_")
+            ctx["fp_lines"] = lines
+            scratch = max(scratch, used)
+        ctx["scratch"] = scratch
+        layers.append(ctx)
+    out_names = _names(L)
+    delta_lines, used = inplace_statements(loss.delta, f"delta_{L}", out_names, f"t_{L}_")
+    layers[-1]["scratch"] = max(layers[-1]["scratch"], used)
+    ctx = {
+        "version": __version__,
+        "spec_file": spec_file,
+        "spec_yaml": yaml.safe_dump(spec.canonical(), sort_keys=False).rstrip().splitlines(),
+        "digest": spec.digest(),
+        "name": spec.name,
+        "class_name": spec.class_name,
+        "title": _title(spec),
+        "sizes": spec.sizes,
+        "n_params": spec.n_params,
+        "max_width": max(spec.sizes),
+        "max_hessian_params": MAX_HESSIAN_PARAMS,
+        "newton_exact_max": NEWTON_EXACT_MAX,
+        "is_classifier": spec.is_classifier,
+        "predict_doc": "1 where a > 0.5, else 0." if spec.outputs == 1 else "argmax of a_L.",
+        "dtype": spec.dtype,
+        "init_scheme": spec.init.scheme,
+        "init_seed": spec.init.seed,
+        "opt": spec.optimizer,
+        "opt_title": _OPT_TITLES[spec.optimizer.name],
+        "l2": spec.regularization.l2,
+        "l1": spec.regularization.l1,
+        "layers": layers,
+        "L_last": L,
+        "softmax": d.output.vector,
+        "closed_form": not d.has_hidden,
+        "loss_expr": numpy_expr(loss.stable, out_names),
+        "delta_expr": numpy_expr(loss.delta, out_names),
+        "delta_lines": delta_lines,
+        "weight_ranges": [(c["w0"], c["w1"]) for c in layers],
+        "eq_cost": d.eq("cost"),
+        "eq_stable": d.eq("cost.stable") if "cost.stable" in d._by_key else None,
+        "eq_delta": d.eq("delta.out"),
+        "eq_hess_out": d.eq("hess.out"),
+        "eq_hess_closed": d.eq("hess.closed") if not d.has_hidden else None,
+        "eq_rop_f": d.eq("rop.forward"),
+        "eq_rop_b": d.eq("rop.backward"),
+        "eq_rop_g": d.eq("rop.grad"),
+        "eq_gn": d.eq("gauss_newton"),
+        "eq_newton": d.eq("newton"),
+    }
+    if d.output.vector:
+        u, v = loss.jac_outer
+        ctx["jac_diag_expr"] = numpy_expr(loss.jac_diag, out_names)
+        ctx["jac_u_expr"] = _paren(numpy_expr(u, out_names))
+        ctx["jac_v_expr"] = _paren(numpy_expr(v, out_names))
+        one = _names(1)
+        ctx["jac_diag_expr_1"] = numpy_expr(loss.jac_diag, one)
+        ctx["jac_u_expr_1"] = numpy_expr(u, one)
+        ctx["jac_v_expr_1"] = numpy_expr(v, one)
+    else:
+        ctx["s_expr"] = numpy_expr(loss.s, out_names)
+        ctx["s_gn_expr"] = numpy_expr(gauss_newton_weight(d), out_names)
+        ctx["s_expr_1"] = numpy_expr(loss.s, _names(1))
+    return ctx
+
+
+def gauss_newton_weight(d: Derivation) -> sp.Expr:
+    """The S of G = J^T S J: d(delta)/dz for a matching loss, else l''(a) f'(z)^2 (PSD)."""
+    loss, out = d.loss, d.output
+    if loss.matching:
+        return loss.s
+    fp = out.df_out if out.has_output_form else out.df
+    return loss.d2l_da2 * fp**2 if not loss.delta_in_z else (loss.d2l_da2.subs(C.a, out.f) * fp**2)
+
+
+def _title(spec: Spec) -> str:
+    sizes = "-".join(str(s) for s in spec.sizes)
+    acts = "/".join(layer.activation for layer in spec.layers)
+    return f"A {sizes} network ({acts}) trained on the {spec.loss} cost."
+
+
+def generate_source(spec: Spec | str | os.PathLike, spec_file: str | None = None) -> str:
+    """The trainer module's source for ``spec`` (a Spec, or a path to a YAML file)."""
+    if not isinstance(spec, Spec):
+        spec_file = spec_file or Path(spec).as_posix()
+        spec = load_spec(spec)
+    d = derive(spec)
+    return render_source(d, spec_file or f"{spec.name}.yaml")
+
+
+def render_source(d: Derivation, spec_file: str) -> str:
+    template = _environment().get_template(TEMPLATE)
+    return template.render(**build_context(d, spec_file))
+
+
+def write_module(source: str, path: str | os.PathLike) -> Path:
+    """Write a generated module atomically."""
+    path = Path(path)
+    atomic_write_text(path, source)
+    return path
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("SYMGRAD_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "symgrad"
+    )
+    return Path(base)
+
+
+def import_module_from_source(source: str, module_name: str, cache_dir: Path | None = None) -> ModuleType:
+    """Write ``source`` to the cache (keyed by its hash) and import it as a module."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    cache_dir = cache_dir or default_cache_dir()
+    path = cache_dir / f"{module_name}_{digest}.py"
+    if not path.exists():
+        write_module(source, path)
+    return import_path(path, f"symgrad_generated_{module_name}_{digest}")
+
+
+def import_path(path: str | os.PathLike, module_name: str | None = None) -> ModuleType:
+    """Import a generated module from a file path."""
+    path = Path(path)
+    module_name = module_name or f"symgrad_generated_{path.stem}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_trainer(spec: Spec | str | os.PathLike, seed: int | None = None, dtype=None):
+    """Generate (or reuse, keyed by hash) the trainer for ``spec`` and return an instance."""
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    module = import_module_from_source(generate_source(spec), spec.name)
+    return getattr(module, spec.class_name)(seed=seed, dtype=dtype)

@@ -1,0 +1,364 @@
+"""The model spec: plain validated data read from ``net.yaml``. It knows nothing about SymPy.
+
+Every validation error is a :class:`~symgrad.errors.SpecError` naming the YAML path
+(``layers[1].activation``) and what was expected.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import keyword
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import SpecError
+
+#: Built-in activations; ``softmax`` is allowed on the output layer only.
+BUILTIN_ACTIVATIONS = (
+    "identity",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "softplus",
+    "elu",
+    "softmax",
+)
+#: Built-in losses (per sample and output unit; the cost averages over the n samples).
+BUILTIN_LOSSES = ("mse", "log_loss", "cross_entropy")
+OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "newton")
+INIT_SCHEMES = ("normal", "xavier", "he")
+
+#: Stated limits (documented in the README and tested).
+MAX_UNITS = 65_536
+MAX_INPUTS = 1_000_000
+MAX_LAYERS = 64
+MAX_NAME_LENGTH = 64
+MAX_SPEC_BYTES = 1_000_000
+
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) | {"np", "numpy"}
+
+
+def _check_identifier(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise ValueError(
+            f"{what} must be a letter followed by letters, digits or underscores, got {value!r}"
+        )
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"{what} must be at most {MAX_NAME_LENGTH} characters long")
+    if value in _RESERVED:
+        raise ValueError(f"{what} {value!r} is a Python keyword or built-in name; choose another")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=False)
+
+
+class Layer(_Strict):
+    """One dense layer: ``units`` outputs, an activation and its optional parameter."""
+
+    units: int = Field(ge=1, le=MAX_UNITS)
+    activation: str
+    alpha: float | None = Field(default=None, gt=0, le=10)
+
+    @field_validator("units", mode="before")
+    @classmethod
+    def _int_units(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+            raise ValueError("units must be a whole number")
+        return v
+
+
+class Regularization(_Strict):
+    """L2 (``lambda/(2n) sum w^2``) and L1 (``lambda/n sum |w|``) penalties on the weights."""
+
+    l2: float = Field(default=0.0, ge=0)
+    l1: float = Field(default=0.0, ge=0)
+
+
+class Optimizer(_Strict):
+    """The optimiser and its settings; unused settings keep their defaults."""
+
+    name: Literal["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "newton"] = (
+        "gd"
+    )
+    learning_rate: float = Field(default=0.1, gt=0, le=1e6)
+    batch_size: int | None = Field(default=None, ge=1, le=100_000_000)
+    epochs: int = Field(default=100, ge=1, le=10_000_000)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0, le=1)
+    rho: float = Field(default=0.9, ge=0, lt=1)
+    damping: float = Field(default=1e-4, ge=0, le=1e6)
+
+
+class Init(_Strict):
+    """Parameter initialisation: the scheme and the seed of NumPy's generator."""
+
+    scheme: Literal["normal", "xavier", "he"] = "normal"
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+
+class Spec(_Strict):
+    """A validated model spec (see the README for every key)."""
+
+    name: str
+    inputs: int = Field(ge=1, le=MAX_INPUTS)
+    layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS)
+    loss: str
+    regularization: Regularization = Regularization()
+    optimizer: Optimizer = Optimizer()
+    init: Init = Init()
+    dtype: Literal["float32", "float64"] = "float64"
+    activations: dict[str, str] = Field(default_factory=dict)
+    losses: dict[str, str] = Field(default_factory=dict)
+    task: Literal["classification", "regression"] | None = None
+    description: str = Field(default="", max_length=2000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_identifier(v, "name")
+
+    @field_validator("activations", "losses")
+    @classmethod
+    def _custom_names(cls, v: dict[str, str], info) -> dict[str, str]:
+        builtin = BUILTIN_ACTIVATIONS if info.field_name == "activations" else BUILTIN_LOSSES
+        for key, text in v.items():
+            _check_identifier(key, f"custom name {key!r}:")
+            if key in builtin:
+                raise ValueError(f"{key!r} is a built-in name; choose another")
+            if not isinstance(text, str):
+                raise ValueError(f"{key!r} must be an expression string")
+        return v
+
+    # -- derived facts -------------------------------------------------------------------
+    @property
+    def sizes(self) -> list[int]:
+        """Widths from the input to the output: ``[inputs, units_1, ..., units_L]``."""
+        return [self.inputs] + [layer.units for layer in self.layers]
+
+    @property
+    def outputs(self) -> int:
+        return self.layers[-1].units
+
+    @property
+    def class_name(self) -> str:
+        """The generated class name: ``xor`` gives ``Xor``, ``seed_002`` gives ``Seed002``."""
+        parts = [p for p in self.name.split("_") if p]
+        return "".join(p[:1].upper() + p[1:] for p in parts) or "Model"
+
+    @property
+    def is_classifier(self) -> bool:
+        if self.task is not None:
+            return self.task == "classification"
+        out = self.layers[-1].activation
+        return self.loss in ("log_loss", "cross_entropy") or out in ("sigmoid", "softmax")
+
+    @property
+    def n_params(self) -> int:
+        s = self.sizes
+        return sum(s[i] * s[i + 1] + s[i + 1] for i in range(len(s) - 1))
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec as plain data with every default filled in (stable key order)."""
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """A SHA-256 of the canonical spec: keys generated trainers and checkpoints."""
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses aliases (no billion-laughs) and duplicate keys."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise SpecError("", f"YAML aliases are not allowed (line {event.start_mark.line + 1})")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise SpecError(
+                    str(key), f"duplicate key (line {key_node.start_mark.line + 1})"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _describe(err: dict) -> tuple[str, str]:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    kind = err["type"]
+    path = _format_loc(loc)
+    msg = err["msg"]
+    if kind == "missing":
+        msg = "required key is missing"
+    elif kind == "extra_forbidden":
+        msg = "unknown key"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    elif kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        msg = f"expected one of {expected}, got {err.get('input')!r}"
+    elif kind in ("finite_number",):
+        msg = "expected a finite number, got NaN or infinity"
+    else:
+        got = err.get("input")
+        if not isinstance(got, (dict, list)):
+            msg = f"{msg[:1].lower()}{msg[1:]}, got {got!r}"
+    return path, msg
+
+
+def _known(names) -> str:
+    return ", ".join(names)
+
+
+def _cross_checks(spec: Spec) -> None:
+    """Rules that involve more than one key."""
+    custom_acts = set(spec.activations)
+    for i, layer in enumerate(spec.layers):
+        act = layer.activation
+        path = f"layers[{i}].activation"
+        if act not in BUILTIN_ACTIVATIONS and act not in custom_acts:
+            raise SpecError(
+                path,
+                f"unknown activation {act!r}; known: "
+                + _known(list(BUILTIN_ACTIVATIONS) + sorted(custom_acts)),
+            )
+        if act == "softmax" and i != len(spec.layers) - 1:
+            raise SpecError(path, "softmax is allowed on the output layer only")
+        if layer.alpha is not None and act not in ("leaky_relu", "elu"):
+            raise SpecError(
+                f"layers[{i}].alpha", f"alpha applies to leaky_relu and elu only, not {act!r}"
+            )
+    if spec.loss not in BUILTIN_LOSSES and spec.loss not in spec.losses:
+        raise SpecError(
+            "loss",
+            f"unknown loss {spec.loss!r}; known: "
+            + _known(list(BUILTIN_LOSSES) + sorted(spec.losses)),
+        )
+    out = spec.layers[-1]
+    if spec.loss == "cross_entropy" and out.activation != "softmax":
+        raise SpecError(
+            "loss", "cross_entropy needs a softmax output layer; use log_loss with sigmoid"
+        )
+    if out.activation == "softmax" and spec.loss != "cross_entropy":
+        raise SpecError("loss", "a softmax output layer needs loss cross_entropy")
+    if out.activation == "softmax" and out.units < 2:
+        raise SpecError(f"layers[{len(spec.layers) - 1}].units", "softmax needs at least 2 units")
+    if spec.loss == "log_loss" and out.activation not in {"sigmoid"} | custom_acts:
+        raise SpecError(
+            "loss",
+            f"log_loss needs outputs in (0, 1): a sigmoid output layer, not {out.activation!r}",
+        )
+
+
+def _check_limits(raw: Any) -> None:
+    """Refuse numbers that are not finite anywhere in the document (NaN, inf)."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, float) and not math.isfinite(node):
+            raise SpecError(path, f"expected a finite number, got {node!r}")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+
+    walk(raw, "")
+
+
+def spec_from_dict(raw: Any) -> Spec:
+    """Validate plain data (as read from YAML) into a :class:`Spec`."""
+    if not isinstance(raw, dict):
+        kind = "empty document" if raw is None else f"a {type(raw).__name__}"
+        raise SpecError("", f"the spec must be a mapping of keys (name, inputs, ...), got {kind}")
+    for key in raw:
+        if not isinstance(key, str):
+            raise SpecError(str(key), "keys must be strings")
+    _check_limits(raw)
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        path, msg = _describe(exc.errors()[0])
+        raise SpecError(path, msg) from None
+    _cross_checks(spec)
+    return spec
+
+
+def load_spec(source: str | os.PathLike[str] | dict) -> Spec:
+    """Load and validate a spec from a YAML file path, a YAML string, or a dict.
+
+    Raises:
+        SpecError: with the YAML path and what was expected.
+    """
+    if isinstance(source, dict):
+        return spec_from_dict(source)
+    text: str
+    if isinstance(source, os.PathLike) or (
+        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
+    ):
+        path = Path(source)
+        try:
+            if path.stat().st_size > MAX_SPEC_BYTES:
+                raise SpecError("", f"{path}: the spec is larger than {MAX_SPEC_BYTES} bytes")
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SpecError("", f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise SpecError("", f"{path}: is a directory, expected a YAML file") from None
+        except UnicodeDecodeError:
+            raise SpecError("", f"{path}: not UTF-8 text") from None
+        except OSError as exc:
+            raise SpecError("", f"{path}: cannot read ({exc.strerror})") from None
+    else:
+        text = str(source)
+    return spec_from_dict(parse_yaml(text))
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text safely (no tags, no aliases, no duplicate keys)."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError("", f"the spec is larger than {MAX_SPEC_BYTES} bytes")
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - _SafeLoader is a SafeLoader
+    except SpecError:
+        raise
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError("", f"invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise SpecError("", "invalid YAML: nested too deeply") from None
