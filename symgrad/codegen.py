@@ -80,8 +80,11 @@ def _init(scheme: str, units: int, fan_in: int) -> tuple[str, str]:
 
 
 def _paren(code: str) -> str:
+    """Parenthesise printed code unless it is a name, a number or already one call."""
     simple = code.replace("_", "").replace(".", "").isalnum()
-    return code if simple else f"({code})"
+    if simple or (code.startswith("(") and code.endswith(")")):
+        return code
+    return f"({code})"
 
 
 def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
@@ -123,15 +126,28 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
                 ctx["fp_expr"] = f"np.full_like(a_{l}, {ctx['fp_expr']})"
             ctx["fp_expr_paren"] = _paren(ctx["fp_expr"])
             ctx["fpp_expr"] = numpy_expr(fpp, names)
+            ctx["fpp_expr_paren"] = _paren(ctx["fpp_expr"])
+            ctx["fpp_zero"] = fpp == 0
             lines, used = inplace_multiply(fp, f"delta_{l}", names, f"t_{l}_")
             ctx["fp_lines"] = lines
-            scratch = max(scratch, used)
+            if l < d.depth:  # the output layer's f' is fused into its delta
+                scratch = max(scratch, used)
         ctx["scratch"] = scratch
         layers.append(ctx)
     out_names = _names(L)
     delta_lines, used = inplace_statements(loss.delta, f"delta_{L}", out_names, f"t_{L}_")
     layers[-1]["scratch"] = max(layers[-1]["scratch"], used)
+    delta_code = numpy_expr(loss.delta, out_names)
+    for c in layers:
+        var = f"z_{c['l']}"
+        hidden = c["l"] < L
+        c["z_in_backward"] = var in (c.get("fp_expr", "") if hidden else delta_code)
+        c["z_in_rop"] = var in c.get("fp_expr", "") + c.get("fpp_expr", "") or (
+            not hidden and var in delta_code + _output_second_order_code(d)
+        )
     ctx = {
+        "a_in_closed": "a_1" in _output_second_order_code(d),
+        "a_last_in_rop": f"a_{L}" in _output_second_order_code(d),
         "version": __version__,
         "spec_file": spec_file,
         "spec_yaml": yaml.safe_dump(spec.canonical(), sort_keys=False).rstrip().splitlines(),
@@ -184,8 +200,19 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
     else:
         ctx["s_expr"] = numpy_expr(loss.s, out_names)
         ctx["s_gn_expr"] = numpy_expr(gauss_newton_weight(d), out_names)
+        ctx["s_expr_paren"] = _paren(ctx["s_expr"])
+        ctx["s_gn_expr_paren"] = _paren(ctx["s_gn_expr"])
         ctx["s_expr_1"] = numpy_expr(loss.s, _names(1))
     return ctx
+
+
+def _output_second_order_code(d: Derivation) -> str:
+    """The printed output-layer second-order expressions (to see which names they use)."""
+    names = _names(d.depth)
+    if d.output.vector:
+        u, v = d.loss.jac_outer
+        return " ".join(numpy_expr(e, names) for e in (d.loss.jac_diag, u, v))
+    return numpy_expr(d.loss.s, names) + " " + numpy_expr(gauss_newton_weight(d), names)
 
 
 def gauss_newton_weight(d: Derivation) -> sp.Expr:

@@ -69,7 +69,7 @@ class _Printer(NumPyPrinter):
         if len(expr.args) == 2 and expr.args[1][1] == sp.true:
             (e1, c1), (e2, _) = expr.args
             if e1 == 1 and e2 == 0:
-                return "(%s)" % self._print(c1)
+                return self._print(c1)
             return "np.where(%s, %s, %s)" % (self._print(c1), self._print(e1), self._print(e2))
         return super()._print_Piecewise(expr)
 
