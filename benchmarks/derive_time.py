@@ -32,8 +32,12 @@ print(json.dumps({"depth": depth, "width": width, "derive_s": t1 - t0, "generate
 
 
 def run(depth: int, width: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", CASE, str(depth), str(width)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CASE, str(depth), str(width)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

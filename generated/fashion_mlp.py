@@ -57,6 +57,24 @@ MAX_HESSIAN_PARAMS = 20000
 NEWTON_EXACT_MAX = 2000
 
 
+def _public_index():
+    """For each position of the internal storage ([W_l | b_l] per layer), its public index."""
+    parts = []
+    for units, fan_in, w0, b0 in [(256, 784, 0, 200704), (128, 256, 200960, 233728), (10, 128, 233856, 235136)]:
+        idx = np.empty((units, fan_in + 1), dtype=np.int64)
+        idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
+        idx[:, fan_in] = b0 + np.arange(units)
+        parts.append(idx.ravel())
+    return np.concatenate(parts)
+
+
+_PUBLIC = _public_index()
+#: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
+_WEIGHT_MASK = np.concatenate(
+    [np.hstack([np.ones((u, f)), np.zeros((u, 1))]).ravel() for u, f, _, _ in [(256, 784, 0, 200704), (128, 256, 200960, 233728), (10, 128, 233856, 235136)]]
+)
+
+
 def _softmax(z, out=None):
     """Row-wise softmax of ``z`` (samples, units), shifted by the row maximum."""
     out = np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
@@ -78,8 +96,10 @@ class DivergenceError(FloatingPointError):
 class FashionMlp:
     """A 784-256-128-10 network (relu/relu/softmax) trained on the cross_entropy cost.
 
-    Parameters live in one flat vector ``theta`` in layer order (W_1 row-major, b_1, W_2, b_2,
-    ...); ``W_l`` (units_l, units_{l-1}) and ``b_l`` (units_l,) are views into it.
+    Storage: each layer keeps ``Wb_l = [W_l | b_l]`` (units_l, units_{l-1} + 1) in one flat
+    buffer, so one matrix product gives both the weight and the bias gradient; ``W_l`` and
+    ``b_l`` are views of it. ``get_flat``/``set_flat``/``hessian`` use the public order
+    (W_1 row-major, b_1, W_2, b_2, ...).
     """
 
     name = "fashion_mlp"
@@ -96,7 +116,7 @@ class FashionMlp:
         self.batch_size = 128
         self.l2 = 0.0
         self.l1 = 0.0
-        self.theta = np.empty(N_PARAMS, dtype=self.dtype)
+        self._store = np.empty(N_PARAMS, dtype=self.dtype)
         self._views()
         rng = np.random.default_rng(self.seed)
         self.W_1[...] = np.sqrt(2.0 / 784) * rng.standard_normal((256, 784))
@@ -105,30 +125,40 @@ class FashionMlp:
         self.b_2[...] = 0.0
         self.W_3[...] = np.sqrt(2.0 / 128) * rng.standard_normal((10, 128))
         self.b_3[...] = 0.0
-        self._buffers = {}
+        self._steps = {}
         self._opt_state = None
         self.epochs_done = 0
 
     def _views(self):
-        t = self.theta
-        self.W_1 = t[0:200704].reshape(256, 784)
-        self.b_1 = t[200704:200960]
-        self.W_2 = t[200960:233728].reshape(128, 256)
-        self.b_2 = t[233728:233856]
-        self.W_3 = t[233856:235136].reshape(10, 128)
-        self.b_3 = t[235136:235146]
+        s = self._store
+        self._Wb_1 = s[0:200960].reshape(256, 785)
+        self.W_1 = self._Wb_1[:, :784]
+        self.b_1 = self._Wb_1[:, 784]
+        self._Wb_2 = s[200960:233856].reshape(128, 257)
+        self.W_2 = self._Wb_2[:, :256]
+        self.b_2 = self._Wb_2[:, 256]
+        self._Wb_3 = s[233856:235146].reshape(10, 129)
+        self.W_3 = self._Wb_3[:, :128]
+        self.b_3 = self._Wb_3[:, 128]
 
     # -- parameters --------------------------------------------------------------------------
+    @property
+    def theta(self):
+        """All parameters as one vector (P,) in the public order (a copy; see ``set_flat``)."""
+        return self.get_flat()
+
     def get_flat(self):
         """A copy of all parameters as one vector (P,) in the order of ``hessian``."""
-        return self.theta.copy()
+        v = np.empty(N_PARAMS, dtype=self.dtype)
+        v[_PUBLIC] = self._store
+        return v
 
     def set_flat(self, v):
         """Set all parameters from a vector of length P (copied, cast to the dtype)."""
         v = np.asarray(v)
         if v.shape != (N_PARAMS,):
             raise ValueError(f"expected a vector of {N_PARAMS} parameters, got shape {v.shape}")
-        self.theta[...] = v
+        self._store[...] = v[_PUBLIC]
 
     def params(self):
         """The parameters by name (views): ``{'W_1': ..., 'b_1': ..., ...}``."""
@@ -197,11 +227,7 @@ class FashionMlp:
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
         a = self._forward(X)[-1]
-        return float(np.mean(self._correct(a, Y)))
-
-    @staticmethod
-    def _correct(a, Y):
-        return np.argmax(a, axis=1) == np.argmax(Y, axis=1)
+        return float(np.mean(self._predicted(a) == self._predicted(Y)))
 
     # -- gradients -------------------------------------------------------------------------------
     def _backward(self, cache, Y, grad):
@@ -344,76 +370,90 @@ class FashionMlp:
         return self._full(X, Y, True)
 
     # -- training ----------------------------------------------------------------------------
-    def _buffers_for(self, m):
-        """Preallocated work arrays for a batch of m samples (made once per batch size)."""
-        buf = self._buffers.get(m)
-        if buf is None:
-            dt = self.dtype
-            buf = {
-                "x": np.empty((m, 784), dtype=dt),
-                "y": np.empty((m, 10), dtype=dt),
-                "z_1": np.empty((m, 256), dtype=dt),
-                "a_1": np.empty((m, 256), dtype=dt),
-                "d_1": np.empty((m, 256), dtype=dt),
-                "z_2": np.empty((m, 128), dtype=dt),
-                "a_2": np.empty((m, 128), dtype=dt),
-                "d_2": np.empty((m, 128), dtype=dt),
-                "z_3": np.empty((m, 10), dtype=dt),
-                "a_3": np.empty((m, 10), dtype=dt),
-                "d_3": np.empty((m, 10), dtype=dt),
-            }
-            self._buffers[m] = buf
-        return buf
+    def _make_step(self, m, track):
+        """A closure that does one forward, backward and adam pass on a batch of m samples.
 
-    def _train_step(self, x, y, buf, grad):
-        """One forward-backward pass on a batch into ``grad``; returns the batch's summed loss."""
-        m = x.shape[0]
-        z_1, a_1, delta_1 = buf["z_1"], buf["a_1"], buf["d_1"]
-        z_2, a_2, delta_2 = buf["z_2"], buf["a_2"], buf["d_2"]
-        z_3, a_3, delta_3 = buf["z_3"], buf["a_3"], buf["d_3"]
-        a_0 = x
-        Y = y
-        # (2) layer 1
-        np.matmul(a_0, self.W_1.T, out=z_1)
-        z_1 += self.b_1
-        np.maximum(z_1, 0.0, out=a_1)
-        # (2) layer 2
-        np.matmul(a_1, self.W_2.T, out=z_2)
-        z_2 += self.b_2
-        np.maximum(z_2, 0.0, out=a_2)
-        # (2) layer 3
-        np.matmul(a_2, self.W_3.T, out=z_3)
-        z_3 += self.b_3
-        _softmax(z_3, out=a_3)
-        batch_loss = self._loss_sum(z_3, a_3, Y)
-        # (8) output delta, scaled by 1/m so the products below are the gradients
-        np.negative(Y, out=delta_3)
-        np.add(delta_3, a_3, out=delta_3)
-        delta_3 *= 1.0 / m
-        # (15) gradients of layer 3
-        np.matmul(delta_3.T, a_2, out=self._gW_3)
-        np.sum(delta_3, axis=0, out=self._gb_3)
-        # (10) delta_2 = f'_2 * (W_3^T delta_3)
-        np.matmul(delta_3, self.W_3, out=delta_2)
-        delta_2 *= (a_2 > 0)
-        # (14) gradients of layer 2
-        np.matmul(delta_2.T, a_1, out=self._gW_2)
-        np.sum(delta_2, axis=0, out=self._gb_2)
-        # (12) delta_1 = f'_1 * (W_2^T delta_2)
-        np.matmul(delta_2, self.W_2, out=delta_1)
-        delta_1 *= (a_1 > 0)
-        # (13) gradients of layer 1
-        np.matmul(delta_1.T, a_0, out=self._gW_1)
-        np.sum(delta_1, axis=0, out=self._gb_1)
-        return batch_loss
+        Every array it touches is allocated here, once per batch size, so the training loop
+        allocates nothing. Calls read ``ufunc(x, y, out)``: the result goes into ``out``.
+        """
+        dt = self.dtype
+        store = self._store
+        grad = np.empty(N_PARAMS, dtype=dt)
+        work = np.empty(N_PARAMS, dtype=dt)
+        scale = 1.0 / m
+        lr = self.learning_rate
+        Wb_1 = self._Wb_1
+        gWb_1 = grad[0:200960].reshape(256, 785)
+        a_1_1 = np.ones((m, 257), dtype=dt)  # [a_1 | 1]: the next layer's input
+        a_1 = a_1_1[:, :256]
+        delta_1 = np.empty((m, 256), dtype=dt)
+        Wb_2 = self._Wb_2
+        W_2 = self.W_2
+        gWb_2 = grad[200960:233856].reshape(128, 257)
+        a_2_1 = np.ones((m, 129), dtype=dt)  # [a_2 | 1]: the next layer's input
+        a_2 = a_2_1[:, :128]
+        delta_2 = np.empty((m, 128), dtype=dt)
+        Wb_3 = self._Wb_3
+        W_3 = self.W_3
+        gWb_3 = grad[233856:235146].reshape(10, 129)
+        a_3 = np.empty((m, 10), dtype=dt)
+        z_3 = np.empty((m, 10), dtype=dt)
+        delta_3 = np.empty((m, 10), dtype=dt)
+        state = self._opt_state
+        m_1, m_2 = state["m"], state["v"]
 
-    def _grad_views(self, grad):
-        self._gW_1 = grad[0:200704].reshape(256, 784)
-        self._gb_1 = grad[200704:200960]
-        self._gW_2 = grad[200960:233728].reshape(128, 256)
-        self._gb_2 = grad[233728:233856]
-        self._gW_3 = grad[233856:235136].reshape(10, 128)
-        self._gb_3 = grad[235136:235146]
+        def step(x, y, labels):
+            """x: (m, 784 + 1) inputs with a ones column; y: (m, 10) targets."""
+            Y = y
+            # (2) layer 1: z_1 = [a_0 | 1] Wb_1^T, a_1 = f_1(z_1)
+            np.matmul(x, Wb_1.T, a_1)
+            np.maximum(a_1, 0.0, a_1)
+            # (2) layer 2: z_2 = [a_1 | 1] Wb_2^T, a_2 = f_2(z_2)
+            np.matmul(a_1_1, Wb_2.T, a_2)
+            np.maximum(a_2, 0.0, a_2)
+            # (2) layer 3: z_3 = [a_2 | 1] Wb_3^T, a_3 = f_3(z_3)
+            np.matmul(a_2_1, Wb_3.T, z_3)
+            _softmax(z_3, out=a_3)
+            result = None
+            if track:
+                batch_loss = self._loss_sum(z_3, a_3, Y)
+                result = (batch_loss, int(np.count_nonzero(self._predicted(a_3) == labels)))
+            # (8) output delta
+            np.subtract(a_3, Y, delta_3)
+            np.multiply(delta_3, scale, delta_3)
+            # (15) [dC/dW_3 | dC/db_3] = delta_3^T [a_2 | 1]
+            np.matmul(delta_3.T, a_2_1, gWb_3)
+            # (10) delta_2 = f'_2 * (delta_3 W_3)
+            np.matmul(delta_3, W_3, delta_2)
+            np.multiply(delta_2, (a_2 > 0), delta_2)
+            # (14) [dC/dW_2 | dC/db_2] = delta_2^T [a_1 | 1]
+            np.matmul(delta_2.T, a_1_1, gWb_2)
+            # (12) delta_1 = f'_1 * (delta_2 W_2)
+            np.matmul(delta_2, W_2, delta_1)
+            np.multiply(delta_1, (a_1 > 0), delta_1)
+            # (13) [dC/dW_1 | dC/db_1] = delta_1^T [a_0 | 1]
+            np.matmul(delta_1.T, x, gWb_1)
+            # m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
+            # theta <- theta - eta sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps sqrt(1 - b2^t))
+            state["t"] += 1
+            t = state["t"]
+            np.multiply(m_1, 0.9, m_1)
+            np.multiply(grad, 0.09999999999999998, work)
+            np.add(m_1, work, m_1)
+            np.multiply(m_2, 0.999, m_2)
+            np.multiply(grad, grad, work)
+            np.multiply(work, 0.0010000000000000009, work)
+            np.add(m_2, work, m_2)
+            bc1 = 1.0 - 0.9 ** t
+            bc2 = math.sqrt(1.0 - 0.999 ** t)
+            np.sqrt(m_2, work)
+            np.add(work, 1e-08 * bc2, work)
+            np.divide(m_1, work, work)
+            np.multiply(work, lr * bc2 / bc1, work)
+            np.subtract(store, work, store)
+            return result
+
+        return step
 
     def _init_optimizer(self):
         P = N_PARAMS
@@ -421,98 +461,93 @@ class FashionMlp:
         self._opt_state = {"t": 0}
         self._opt_state["m"] = np.zeros(P, dtype=dt)
         self._opt_state["v"] = np.zeros(P, dtype=dt)
-        self._opt_state["work"] = np.empty(P, dtype=dt)
+        self._steps = {}
 
-    def _update(self, grad, x, y):
-        """One adam step on theta from ``grad`` (the batch x, y is used by Newton)."""
-        st = self._opt_state
-        st["t"] += 1
-        lr = self.learning_rate
-        theta = self.theta
-        # m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2; theta <- theta - eta m^ / (sqrt(v^) + eps)
-        t = st["t"]
-        m_, v_, work = st["m"], st["v"], st["work"]
-        m_ *= 0.9
-        m_ += (1.0 - 0.9) * grad
-        np.multiply(grad, grad, out=work)
-        work *= 1.0 - 0.999
-        v_ *= 0.999
-        v_ += work
-        bc1 = 1.0 - 0.9 ** t
-        bc2 = 1.0 - 0.999 ** t
-        np.divide(v_, bc2, out=work)
-        np.sqrt(work, out=work)
-        work += 1e-08
-        np.divide(m_, work, out=work)
-        work *= lr / bc1
-        theta -= work
+    @staticmethod
+    def _predicted(a):
+        return np.argmax(a, axis=1)
 
     def fit(self, X, Y, epochs=None, batch_size=None, X_val=None, Y_val=None, callback=None,
-            shuffle=True, verbose=False):
+            shuffle=True, track=True, verbose=False):
         """Train with adam (Adam); returns the history of each epoch.
 
         X (samples, 784), Y (samples, 10). ``epochs``/``batch_size`` override the
         spec's (15 / 128).
-        ``shuffle=False`` visits the samples in the order given; otherwise one seeded permutation per
-        epoch. ``callback(epoch, history)`` runs after each epoch; returning False stops training.
-        History: ``loss`` (mean batch loss, accuracy) per epoch, and
-        ``val_loss``/val_accuracy when validation data is given.
+        ``shuffle=False`` visits the samples in the order given; otherwise one permutation per
+        epoch from a generator keyed by (seed, epoch). ``callback(epoch, history)`` runs after each
+        epoch; returning False stops training.
+        History: ``loss`` (mean over the epoch's batches, before each update) and ``accuracy``,
+        and ``val_loss``/``val_accuracy`` with validation data. ``track=False``
+        skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
         """
         X = self._check_X(X)
-        Y = self._check_Y(X, Y)
+        Y = np.ascontiguousarray(self._check_Y(X, Y))
         n = X.shape[0]
         epochs = self.epochs if epochs is None else int(epochs)
         m = batch_size or self.batch_size or n
         m = min(int(m), n)
         if self._opt_state is None:
             self._init_optimizer()
-        grad = np.empty(N_PARAMS, dtype=self.dtype)
-        self._grad_views(grad)
+        Xa = np.empty((n, 785), dtype=self.dtype)  # [X | 1]: the bias is a column
+        Xa[:, :784] = X
+        Xa[:, 784] = 1.0
+        labels = self._predicted(Y) if track else None
         history = {"loss": [], "accuracy": []}
         if X_val is not None:
             history["val_loss"] = []
             history["val_accuracy"] = []
-        good = self.theta.copy()
-        starts = range(0, n, m)
+        store = self._store
+        good = store.copy()
+        gather = {}
+        # NaN or inf is caught explicitly below (a DivergenceError), so NumPy stays quiet
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return self._epochs(Xa, Y, labels, epochs, m, shuffle, track, X_val, Y_val,
+                                callback, verbose, history, good, gather)
+
+    def _epochs(self, Xa, Y, labels, epochs, m, shuffle, track, X_val, Y_val, callback, verbose,
+                history, good, gather):
+        n = Xa.shape[0]
+        store = self._store
         for _ in range(epochs):
-            np.copyto(good, self.theta)
-            # one permutation per epoch, from a generator keyed by (seed, epoch): a resumed run
-            # visits the same batches as an uninterrupted one
+            np.copyto(good, store)
             order = None
             if shuffle:
                 order = np.random.default_rng((self.seed, self.epochs_done)).permutation(n)
             total = 0.0
             correct = 0
-            for bi, lo in enumerate(starts):
+            for bi, lo in enumerate(range(0, n, m)):
                 hi = min(lo + m, n)
-                buf = self._buffers_for(hi - lo)
+                size = hi - lo
+                key = (size, track, self.learning_rate, self.l2, self.l1)
+                step = self._steps.get(key)
+                if step is None:
+                    step = self._steps[key] = self._make_step(size, track)
                 if order is None:
-                    x, y = X[lo:hi], Y[lo:hi]
+                    x, y = Xa[lo:hi], Y[lo:hi]
+                    lab = None if labels is None else labels[lo:hi]
                 else:
-                    x, y = buf["x"], buf["y"]
-                    np.take(X, order[lo:hi], axis=0, out=x)
-                    np.take(Y, order[lo:hi], axis=0, out=y)
-                batch_loss = self._train_step(x, y, buf, grad)
-                if not math.isfinite(batch_loss) or not np.isfinite(grad).all():
-                    np.copyto(self.theta, good)
-                    raise DivergenceError(
-                        f"training diverged in epoch {self.epochs_done + 1}, batch {bi + 1}: the "
-                        f"loss became {batch_loss}; the learning rate ({self.learning_rate}) is "
-                        "probably too large. The parameters from the start of the epoch were kept."
-                    )
-                total += batch_loss
-                correct += int(np.count_nonzero(self._correct(buf["a_3"], y)))
-                self._update(grad, x, y)
-            if not np.isfinite(self.theta).all():
-                np.copyto(self.theta, good)
-                raise DivergenceError(
-                    f"training diverged in epoch {self.epochs_done + 1}: a parameter became NaN or "
-                    f"inf; the learning rate ({self.learning_rate}) is probably too large. The "
-                    "parameters from the start of the epoch were kept."
-                )
+                    if size not in gather:
+                        gather[size] = (np.empty((size, 785), dtype=self.dtype),
+                                        np.empty((size, 10), dtype=self.dtype))
+                    x, y = gather[size]
+                    idx = order[lo:hi]
+                    np.take(Xa, idx, axis=0, out=x)
+                    np.take(Y, idx, axis=0, out=y)
+                    lab = None if labels is None else labels[idx]
+                result = step(x, y, lab)
+                if result is not None:
+                    if not math.isfinite(result[0]):
+                        self._diverged(good, f"batch {bi + 1}: the loss became {result[0]}")
+                    total += result[0]
+                    correct += result[1]
+            if not np.isfinite(store).all():
+                where = (f"batch {bi + 1} (the epoch's last update)" if track
+                         else f"one of its {bi + 1} batches")
+                self._diverged(good, f"{where}: a parameter became NaN or inf")
             self.epochs_done += 1
-            history["loss"].append(total / n + self._penalty() / n)
-            history["accuracy"].append(correct / n)
+            if track:
+                history["loss"].append((total + self._penalty()) / n)
+                history["accuracy"].append(correct / n)
             if X_val is not None:
                 history["val_loss"].append(self.loss(X_val, Y_val))
                 history["val_accuracy"].append(self.score(X_val, Y_val))
@@ -521,6 +556,14 @@ class FashionMlp:
             if callback is not None and callback(self.epochs_done, history) is False:
                 break
         return history
+
+    def _diverged(self, good, what):
+        np.copyto(self._store, good)
+        raise DivergenceError(
+            f"training diverged in epoch {self.epochs_done + 1}, {what}; the learning rate "
+            f"({self.learning_rate}) is probably too large. The parameters from the start of the "
+            "epoch were kept."
+        )
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path):
@@ -535,8 +578,10 @@ class FashionMlp:
         tmp = f"{path}.{os.getpid()}.tmp"  # written beside the target, then renamed into place
         try:
             with open(tmp, "wb") as fh:
-                np.savez(fh, theta=self.theta, spec_sha256=np.array(SPEC_SHA256),
+                np.savez(fh, theta=self.get_flat(), spec_sha256=np.array(SPEC_SHA256),
                          epochs_done=np.array(self.epochs_done), **state)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -555,7 +600,7 @@ class FashionMlp:
                 raise ValueError(f"{path}: expected {N_PARAMS} parameters, found {theta.shape}")
             if theta.dtype.kind != "f":
                 raise ValueError(f"{path}: parameters have dtype {theta.dtype}, expected floats")
-            self.theta[...] = theta
+            self.set_flat(theta)
             if "epochs_done" in f.files:
                 self.epochs_done = int(f["epochs_done"])
             keys = [k for k in f.files if k.startswith("opt_")]

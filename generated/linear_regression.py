@@ -51,6 +51,24 @@ MAX_HESSIAN_PARAMS = 20000
 NEWTON_EXACT_MAX = 2000
 
 
+def _public_index():
+    """For each position of the internal storage ([W_l | b_l] per layer), its public index."""
+    parts = []
+    for units, fan_in, w0, b0 in [(1, 3, 0, 3)]:
+        idx = np.empty((units, fan_in + 1), dtype=np.int64)
+        idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
+        idx[:, fan_in] = b0 + np.arange(units)
+        parts.append(idx.ravel())
+    return np.concatenate(parts)
+
+
+_PUBLIC = _public_index()
+#: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
+_WEIGHT_MASK = np.concatenate(
+    [np.hstack([np.ones((u, f)), np.zeros((u, 1))]).ravel() for u, f, _, _ in [(1, 3, 0, 3)]]
+)
+
+
 class DivergenceError(FloatingPointError):
     """Training produced NaN or inf; the parameters were restored to the last good ones."""
 
@@ -58,8 +76,10 @@ class DivergenceError(FloatingPointError):
 class LinearRegression:
     """A 3-1 network (identity) trained on the mse cost.
 
-    Parameters live in one flat vector ``theta`` in layer order (W_1 row-major, b_1, W_2, b_2,
-    ...); ``W_l`` (units_l, units_{l-1}) and ``b_l`` (units_l,) are views into it.
+    Storage: each layer keeps ``Wb_l = [W_l | b_l]`` (units_l, units_{l-1} + 1) in one flat
+    buffer, so one matrix product gives both the weight and the bias gradient; ``W_l`` and
+    ``b_l`` are views of it. ``get_flat``/``set_flat``/``hessian`` use the public order
+    (W_1 row-major, b_1, W_2, b_2, ...).
     """
 
     name = "linear_regression"
@@ -76,31 +96,39 @@ class LinearRegression:
         self.batch_size = None
         self.l2 = 0.0
         self.l1 = 0.0
-        self.theta = np.empty(N_PARAMS, dtype=self.dtype)
+        self._store = np.empty(N_PARAMS, dtype=self.dtype)
         self._views()
         rng = np.random.default_rng(self.seed)
         self.W_1[...] = np.sqrt(2.0 / (3 + 1)) * rng.standard_normal((1, 3))
         self.b_1[...] = 0.0
-        self._buffers = {}
+        self._steps = {}
         self._opt_state = None
         self.epochs_done = 0
 
     def _views(self):
-        t = self.theta
-        self.W_1 = t[0:3].reshape(1, 3)
-        self.b_1 = t[3:4]
+        s = self._store
+        self._Wb_1 = s[0:4].reshape(1, 4)
+        self.W_1 = self._Wb_1[:, :3]
+        self.b_1 = self._Wb_1[:, 3]
 
     # -- parameters --------------------------------------------------------------------------
+    @property
+    def theta(self):
+        """All parameters as one vector (P,) in the public order (a copy; see ``set_flat``)."""
+        return self.get_flat()
+
     def get_flat(self):
         """A copy of all parameters as one vector (P,) in the order of ``hessian``."""
-        return self.theta.copy()
+        v = np.empty(N_PARAMS, dtype=self.dtype)
+        v[_PUBLIC] = self._store
+        return v
 
     def set_flat(self, v):
         """Set all parameters from a vector of length P (copied, cast to the dtype)."""
         v = np.asarray(v)
         if v.shape != (N_PARAMS,):
             raise ValueError(f"expected a vector of {N_PARAMS} parameters, got shape {v.shape}")
-        self.theta[...] = v
+        self._store[...] = v[_PUBLIC]
 
     def params(self):
         """The parameters by name (views): ``{'W_1': ..., 'b_1': ..., ...}``."""
@@ -282,123 +310,125 @@ class LinearRegression:
         return self._full(X, Y, True)
 
     # -- training ----------------------------------------------------------------------------
-    def _buffers_for(self, m):
-        """Preallocated work arrays for a batch of m samples (made once per batch size)."""
-        buf = self._buffers.get(m)
-        if buf is None:
-            dt = self.dtype
-            buf = {
-                "x": np.empty((m, 3), dtype=dt),
-                "y": np.empty((m, 1), dtype=dt),
-                "z_1": np.empty((m, 1), dtype=dt),
-                "a_1": np.empty((m, 1), dtype=dt),
-                "d_1": np.empty((m, 1), dtype=dt),
-            }
-            self._buffers[m] = buf
-        return buf
+    def _make_step(self, m, track):
+        """A closure that does one forward, backward and gd pass on a batch of m samples.
 
-    def _train_step(self, x, y, buf, grad):
-        """One forward-backward pass on a batch into ``grad``; returns the batch's summed loss."""
-        m = x.shape[0]
-        z_1, a_1, delta_1 = buf["z_1"], buf["a_1"], buf["d_1"]
-        a_0 = x
-        Y = y
-        # (2) layer 1
-        np.matmul(a_0, self.W_1.T, out=z_1)
-        z_1 += self.b_1
-        np.copyto(a_1, z_1)
-        batch_loss = self._loss_sum(z_1, a_1, Y)
-        # (6) output delta, scaled by 1/m so the products below are the gradients
-        np.negative(Y, out=delta_1)
-        np.add(delta_1, a_1, out=delta_1)
-        delta_1 *= 1.0 / m
-        # (7) gradients of layer 1
-        np.matmul(delta_1.T, a_0, out=self._gW_1)
-        np.sum(delta_1, axis=0, out=self._gb_1)
-        return batch_loss
+        Every array it touches is allocated here, once per batch size, so the training loop
+        allocates nothing. Calls read ``ufunc(x, y, out)``: the result goes into ``out``.
+        """
+        dt = self.dtype
+        store = self._store
+        grad = np.empty(N_PARAMS, dtype=dt)
+        # eta/m is folded into the output delta: the products below give eta * dC/dW directly
+        scale = self.learning_rate / m
+        Wb_1 = self._Wb_1
+        gWb_1 = grad[0:4].reshape(1, 4)
+        a_1 = np.empty((m, 1), dtype=dt)
+        delta_1 = np.empty((m, 1), dtype=dt)
 
-    def _grad_views(self, grad):
-        self._gW_1 = grad[0:3].reshape(1, 3)
-        self._gb_1 = grad[3:4]
+        def step(x, y, labels):
+            """x: (m, 3 + 1) inputs with a ones column; y: (m, 1) targets."""
+            Y = y
+            # (2) layer 1: z_1 = [a_0 | 1] Wb_1^T, a_1 = f_1(z_1)
+            np.matmul(x, Wb_1.T, a_1)
+            result = None
+            if track:
+                batch_loss = self._loss_sum(a_1, a_1, Y)
+                result = (batch_loss, 0)
+            # (6) output delta
+            np.subtract(a_1, Y, delta_1)
+            np.multiply(delta_1, scale, delta_1)
+            # (7) [dC/dW_1 | dC/db_1] = delta_1^T [a_0 | 1]
+            np.matmul(delta_1.T, x, gWb_1)
+            # theta <- theta - eta grad C  (Delta v = -eta grad C, seed 001)
+            np.subtract(store, grad, store)
+            return result
+
+        return step
 
     def _init_optimizer(self):
-        P = N_PARAMS
-        dt = self.dtype
         self._opt_state = {"t": 0}
-        self._opt_state["work"] = np.empty(P, dtype=dt)
-
-    def _update(self, grad, x, y):
-        """One gd step on theta from ``grad`` (the batch x, y is used by Newton)."""
-        st = self._opt_state
-        st["t"] += 1
-        lr = self.learning_rate
-        theta = self.theta
-        # theta <- theta - eta grad  (Delta v = -eta grad C, seed 001)
-        np.multiply(grad, lr, out=st["work"])
-        theta -= st["work"]
+        self._steps = {}
 
     def fit(self, X, Y, epochs=None, batch_size=None, X_val=None, Y_val=None, callback=None,
-            shuffle=True, verbose=False):
+            shuffle=True, track=True, verbose=False):
         """Train with gd (full-batch gradient descent); returns the history of each epoch.
 
         X (samples, 3), Y (samples, 1). ``epochs``/``batch_size`` override the
         spec's (500 / whole set).
-        ``shuffle=False`` visits the samples in the order given; otherwise one seeded permutation per
-        epoch. ``callback(epoch, history)`` runs after each epoch; returning False stops training.
-        History: ``loss`` (mean batch loss) per epoch, and
-        ``val_loss`` when validation data is given.
+        ``shuffle=False`` visits the samples in the order given; otherwise one permutation per
+        epoch from a generator keyed by (seed, epoch). ``callback(epoch, history)`` runs after each
+        epoch; returning False stops training.
+        History: ``loss`` (mean over the epoch's batches, before each update),
+        and ``val_loss`` with validation data. ``track=False``
+        skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
         """
         X = self._check_X(X)
-        Y = self._check_Y(X, Y)
+        Y = np.ascontiguousarray(self._check_Y(X, Y))
         n = X.shape[0]
         epochs = self.epochs if epochs is None else int(epochs)
         m = batch_size or self.batch_size or n
         m = min(int(m), n)
         if self._opt_state is None:
             self._init_optimizer()
-        grad = np.empty(N_PARAMS, dtype=self.dtype)
-        self._grad_views(grad)
+        Xa = np.empty((n, 4), dtype=self.dtype)  # [X | 1]: the bias is a column
+        Xa[:, :3] = X
+        Xa[:, 3] = 1.0
+        labels = None
         history = {"loss": []}
         if X_val is not None:
             history["val_loss"] = []
-        good = self.theta.copy()
-        starts = range(0, n, m)
+        store = self._store
+        good = store.copy()
+        gather = {}
+        # NaN or inf is caught explicitly below (a DivergenceError), so NumPy stays quiet
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return self._epochs(Xa, Y, labels, epochs, m, shuffle, track, X_val, Y_val,
+                                callback, verbose, history, good, gather)
+
+    def _epochs(self, Xa, Y, labels, epochs, m, shuffle, track, X_val, Y_val, callback, verbose,
+                history, good, gather):
+        n = Xa.shape[0]
+        store = self._store
         for _ in range(epochs):
-            np.copyto(good, self.theta)
-            # one permutation per epoch, from a generator keyed by (seed, epoch): a resumed run
-            # visits the same batches as an uninterrupted one
+            np.copyto(good, store)
             order = None
             if shuffle:
                 order = np.random.default_rng((self.seed, self.epochs_done)).permutation(n)
             total = 0.0
-            for bi, lo in enumerate(starts):
+            correct = 0
+            for bi, lo in enumerate(range(0, n, m)):
                 hi = min(lo + m, n)
-                buf = self._buffers_for(hi - lo)
+                size = hi - lo
+                key = (size, track, self.learning_rate, self.l2, self.l1)
+                step = self._steps.get(key)
+                if step is None:
+                    step = self._steps[key] = self._make_step(size, track)
                 if order is None:
-                    x, y = X[lo:hi], Y[lo:hi]
+                    x, y = Xa[lo:hi], Y[lo:hi]
+                    lab = None if labels is None else labels[lo:hi]
                 else:
-                    x, y = buf["x"], buf["y"]
-                    np.take(X, order[lo:hi], axis=0, out=x)
-                    np.take(Y, order[lo:hi], axis=0, out=y)
-                batch_loss = self._train_step(x, y, buf, grad)
-                if not math.isfinite(batch_loss) or not np.isfinite(grad).all():
-                    np.copyto(self.theta, good)
-                    raise DivergenceError(
-                        f"training diverged in epoch {self.epochs_done + 1}, batch {bi + 1}: the "
-                        f"loss became {batch_loss}; the learning rate ({self.learning_rate}) is "
-                        "probably too large. The parameters from the start of the epoch were kept."
-                    )
-                total += batch_loss
-                self._update(grad, x, y)
-            if not np.isfinite(self.theta).all():
-                np.copyto(self.theta, good)
-                raise DivergenceError(
-                    f"training diverged in epoch {self.epochs_done + 1}: a parameter became NaN or "
-                    f"inf; the learning rate ({self.learning_rate}) is probably too large. The "
-                    "parameters from the start of the epoch were kept."
-                )
+                    if size not in gather:
+                        gather[size] = (np.empty((size, 4), dtype=self.dtype),
+                                        np.empty((size, 1), dtype=self.dtype))
+                    x, y = gather[size]
+                    idx = order[lo:hi]
+                    np.take(Xa, idx, axis=0, out=x)
+                    np.take(Y, idx, axis=0, out=y)
+                    lab = None if labels is None else labels[idx]
+                result = step(x, y, lab)
+                if result is not None:
+                    if not math.isfinite(result[0]):
+                        self._diverged(good, f"batch {bi + 1}: the loss became {result[0]}")
+                    total += result[0]
+                    correct += result[1]
+            if not np.isfinite(store).all():
+                where = (f"batch {bi + 1} (the epoch's last update)" if track
+                         else f"one of its {bi + 1} batches")
+                self._diverged(good, f"{where}: a parameter became NaN or inf")
             self.epochs_done += 1
-            history["loss"].append(total / n + self._penalty() / n)
+            if track:
+                history["loss"].append((total + self._penalty()) / n)
             if X_val is not None:
                 history["val_loss"].append(self.loss(X_val, Y_val))
             if verbose:
@@ -406,6 +436,14 @@ class LinearRegression:
             if callback is not None and callback(self.epochs_done, history) is False:
                 break
         return history
+
+    def _diverged(self, good, what):
+        np.copyto(self._store, good)
+        raise DivergenceError(
+            f"training diverged in epoch {self.epochs_done + 1}, {what}; the learning rate "
+            f"({self.learning_rate}) is probably too large. The parameters from the start of the "
+            "epoch were kept."
+        )
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path):
@@ -420,8 +458,10 @@ class LinearRegression:
         tmp = f"{path}.{os.getpid()}.tmp"  # written beside the target, then renamed into place
         try:
             with open(tmp, "wb") as fh:
-                np.savez(fh, theta=self.theta, spec_sha256=np.array(SPEC_SHA256),
+                np.savez(fh, theta=self.get_flat(), spec_sha256=np.array(SPEC_SHA256),
                          epochs_done=np.array(self.epochs_done), **state)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -440,7 +480,7 @@ class LinearRegression:
                 raise ValueError(f"{path}: expected {N_PARAMS} parameters, found {theta.shape}")
             if theta.dtype.kind != "f":
                 raise ValueError(f"{path}: parameters have dtype {theta.dtype}, expected floats")
-            self.theta[...] = theta
+            self.set_flat(theta)
             if "epochs_done" in f.files:
                 self.epochs_done = int(f["epochs_done"])
             keys = [k for k in f.files if k.startswith("opt_")]

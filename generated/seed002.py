@@ -57,6 +57,24 @@ MAX_HESSIAN_PARAMS = 20000
 NEWTON_EXACT_MAX = 2000
 
 
+def _public_index():
+    """For each position of the internal storage ([W_l | b_l] per layer), its public index."""
+    parts = []
+    for units, fan_in, w0, b0 in [(2, 1, 0, 2), (2, 2, 4, 8), (1, 2, 10, 12)]:
+        idx = np.empty((units, fan_in + 1), dtype=np.int64)
+        idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
+        idx[:, fan_in] = b0 + np.arange(units)
+        parts.append(idx.ravel())
+    return np.concatenate(parts)
+
+
+_PUBLIC = _public_index()
+#: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
+_WEIGHT_MASK = np.concatenate(
+    [np.hstack([np.ones((u, f)), np.zeros((u, 1))]).ravel() for u, f, _, _ in [(2, 1, 0, 2), (2, 2, 4, 8), (1, 2, 10, 12)]]
+)
+
+
 class DivergenceError(FloatingPointError):
     """Training produced NaN or inf; the parameters were restored to the last good ones."""
 
@@ -64,8 +82,10 @@ class DivergenceError(FloatingPointError):
 class Seed002:
     """A 1-2-2-1 network (relu/relu/sigmoid) trained on the mse cost.
 
-    Parameters live in one flat vector ``theta`` in layer order (W_1 row-major, b_1, W_2, b_2,
-    ...); ``W_l`` (units_l, units_{l-1}) and ``b_l`` (units_l,) are views into it.
+    Storage: each layer keeps ``Wb_l = [W_l | b_l]`` (units_l, units_{l-1} + 1) in one flat
+    buffer, so one matrix product gives both the weight and the bias gradient; ``W_l`` and
+    ``b_l`` are views of it. ``get_flat``/``set_flat``/``hessian`` use the public order
+    (W_1 row-major, b_1, W_2, b_2, ...).
     """
 
     name = "seed002"
@@ -82,7 +102,7 @@ class Seed002:
         self.batch_size = 1
         self.l2 = 0.0
         self.l1 = 0.0
-        self.theta = np.empty(N_PARAMS, dtype=self.dtype)
+        self._store = np.empty(N_PARAMS, dtype=self.dtype)
         self._views()
         rng = np.random.default_rng(self.seed)
         self.W_1[...] = np.sqrt(2.0 / 1) * rng.standard_normal((2, 1))
@@ -91,30 +111,40 @@ class Seed002:
         self.b_2[...] = 0.0
         self.W_3[...] = np.sqrt(2.0 / 2) * rng.standard_normal((1, 2))
         self.b_3[...] = 0.0
-        self._buffers = {}
+        self._steps = {}
         self._opt_state = None
         self.epochs_done = 0
 
     def _views(self):
-        t = self.theta
-        self.W_1 = t[0:2].reshape(2, 1)
-        self.b_1 = t[2:4]
-        self.W_2 = t[4:8].reshape(2, 2)
-        self.b_2 = t[8:10]
-        self.W_3 = t[10:12].reshape(1, 2)
-        self.b_3 = t[12:13]
+        s = self._store
+        self._Wb_1 = s[0:4].reshape(2, 2)
+        self.W_1 = self._Wb_1[:, :1]
+        self.b_1 = self._Wb_1[:, 1]
+        self._Wb_2 = s[4:10].reshape(2, 3)
+        self.W_2 = self._Wb_2[:, :2]
+        self.b_2 = self._Wb_2[:, 2]
+        self._Wb_3 = s[10:13].reshape(1, 3)
+        self.W_3 = self._Wb_3[:, :2]
+        self.b_3 = self._Wb_3[:, 2]
 
     # -- parameters --------------------------------------------------------------------------
+    @property
+    def theta(self):
+        """All parameters as one vector (P,) in the public order (a copy; see ``set_flat``)."""
+        return self.get_flat()
+
     def get_flat(self):
         """A copy of all parameters as one vector (P,) in the order of ``hessian``."""
-        return self.theta.copy()
+        v = np.empty(N_PARAMS, dtype=self.dtype)
+        v[_PUBLIC] = self._store
+        return v
 
     def set_flat(self, v):
         """Set all parameters from a vector of length P (copied, cast to the dtype)."""
         v = np.asarray(v)
         if v.shape != (N_PARAMS,):
             raise ValueError(f"expected a vector of {N_PARAMS} parameters, got shape {v.shape}")
-        self.theta[...] = v
+        self._store[...] = v[_PUBLIC]
 
     def params(self):
         """The parameters by name (views): ``{'W_1': ..., 'b_1': ..., ...}``."""
@@ -182,11 +212,7 @@ class Seed002:
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
         a = self._forward(X)[-1]
-        return float(np.mean(self._correct(a, Y)))
-
-    @staticmethod
-    def _correct(a, Y):
-        return (a[:, 0] > 0.5) == (Y[:, 0] > 0.5)
+        return float(np.mean(self._predicted(a) == self._predicted(Y)))
 
     # -- gradients -------------------------------------------------------------------------------
     def _backward(self, cache, Y, grad):
@@ -198,7 +224,7 @@ class Seed002:
         a_3 = cache[6]
         deltas = {}
         # (8) output delta
-        delta_3 = a_3*(-a_3 + Y)*(a_3 - 1)
+        delta_3 = a_3*(1 - a_3)*(a_3 - Y)
         deltas[3] = delta_3
         # (15) gradients of layer 3
         grad[10:12] = (delta_3.T @ a_2).ravel() / n
@@ -267,7 +293,7 @@ class Seed002:
         Ra_2 = fp_2 * Rz_2
         Rz_3 = Ra_2 @ self.W_3.T + np.matmul(a_2, V_3.transpose(0, 2, 1)) + vb_3
         # (16) output: R{delta_3} = S R{z_3}
-        delta_3 = a_3*(-a_3 + Y)*(a_3 - 1)
+        delta_3 = a_3*(1 - a_3)*(a_3 - Y)
         if gauss_newton:
             Rdelta_3 = (a_3*a_3*(1 - a_3)**2) * Rz_3
         else:
@@ -332,167 +358,167 @@ class Seed002:
         return self._full(X, Y, True)
 
     # -- training ----------------------------------------------------------------------------
-    def _buffers_for(self, m):
-        """Preallocated work arrays for a batch of m samples (made once per batch size)."""
-        buf = self._buffers.get(m)
-        if buf is None:
-            dt = self.dtype
-            buf = {
-                "x": np.empty((m, 1), dtype=dt),
-                "y": np.empty((m, 1), dtype=dt),
-                "z_1": np.empty((m, 2), dtype=dt),
-                "a_1": np.empty((m, 2), dtype=dt),
-                "d_1": np.empty((m, 2), dtype=dt),
-                "z_2": np.empty((m, 2), dtype=dt),
-                "a_2": np.empty((m, 2), dtype=dt),
-                "d_2": np.empty((m, 2), dtype=dt),
-                "z_3": np.empty((m, 1), dtype=dt),
-                "a_3": np.empty((m, 1), dtype=dt),
-                "d_3": np.empty((m, 1), dtype=dt),
-                "t_3_0": np.empty((m, 1), dtype=dt),
-            }
-            self._buffers[m] = buf
-        return buf
+    def _make_step(self, m, track):
+        """A closure that does one forward, backward and sgd pass on a batch of m samples.
 
-    def _train_step(self, x, y, buf, grad):
-        """One forward-backward pass on a batch into ``grad``; returns the batch's summed loss."""
-        m = x.shape[0]
-        z_1, a_1, delta_1 = buf["z_1"], buf["a_1"], buf["d_1"]
-        z_2, a_2, delta_2 = buf["z_2"], buf["a_2"], buf["d_2"]
-        z_3, a_3, delta_3 = buf["z_3"], buf["a_3"], buf["d_3"]
-        t_3_0 = buf["t_3_0"]
-        a_0 = x
-        Y = y
-        # (2) layer 1
-        np.matmul(a_0, self.W_1.T, out=z_1)
-        z_1 += self.b_1
-        np.maximum(z_1, 0.0, out=a_1)
-        # (2) layer 2
-        np.matmul(a_1, self.W_2.T, out=z_2)
-        z_2 += self.b_2
-        np.maximum(z_2, 0.0, out=a_2)
-        # (2) layer 3
-        np.matmul(a_2, self.W_3.T, out=z_3)
-        z_3 += self.b_3
-        np.multiply(z_3, 0.5, out=a_3)
-        np.tanh(a_3, out=a_3)
-        np.multiply(a_3, 0.5, out=a_3)
-        np.add(a_3, 0.5, out=a_3)
-        batch_loss = self._loss_sum(z_3, a_3, Y)
-        # (8) output delta, scaled by 1/m so the products below are the gradients
-        np.add(a_3, -1, out=delta_3)
-        np.negative(a_3, out=t_3_0)
-        np.add(t_3_0, Y, out=t_3_0)
-        np.multiply(delta_3, t_3_0, out=delta_3)
-        np.multiply(delta_3, a_3, out=delta_3)
-        delta_3 *= 1.0 / m
-        # (15) gradients of layer 3
-        np.matmul(delta_3.T, a_2, out=self._gW_3)
-        np.sum(delta_3, axis=0, out=self._gb_3)
-        # (10) delta_2 = f'_2 * (W_3^T delta_3)
-        np.matmul(delta_3, self.W_3, out=delta_2)
-        delta_2 *= (a_2 > 0)
-        # (14) gradients of layer 2
-        np.matmul(delta_2.T, a_1, out=self._gW_2)
-        np.sum(delta_2, axis=0, out=self._gb_2)
-        # (12) delta_1 = f'_1 * (W_2^T delta_2)
-        np.matmul(delta_2, self.W_2, out=delta_1)
-        delta_1 *= (a_1 > 0)
-        # (13) gradients of layer 1
-        np.matmul(delta_1.T, a_0, out=self._gW_1)
-        np.sum(delta_1, axis=0, out=self._gb_1)
-        return batch_loss
+        Every array it touches is allocated here, once per batch size, so the training loop
+        allocates nothing. Calls read ``ufunc(x, y, out)``: the result goes into ``out``.
+        """
+        dt = self.dtype
+        store = self._store
+        grad = np.empty(N_PARAMS, dtype=dt)
+        # eta/m is folded into the output delta: the products below give eta * dC/dW directly
+        scale = self.learning_rate / m
+        Wb_1 = self._Wb_1
+        gWb_1 = grad[0:4].reshape(2, 2)
+        a_1_1 = np.ones((m, 3), dtype=dt)  # [a_1 | 1]: the next layer's input
+        a_1 = a_1_1[:, :2]
+        delta_1 = np.empty((m, 2), dtype=dt)
+        Wb_2 = self._Wb_2
+        W_2 = self.W_2
+        gWb_2 = grad[4:10].reshape(2, 3)
+        a_2_1 = np.ones((m, 3), dtype=dt)  # [a_2 | 1]: the next layer's input
+        a_2 = a_2_1[:, :2]
+        delta_2 = np.empty((m, 2), dtype=dt)
+        Wb_3 = self._Wb_3
+        W_3 = self.W_3
+        gWb_3 = grad[10:13].reshape(1, 3)
+        a_3 = np.empty((m, 1), dtype=dt)
+        delta_3 = np.empty((m, 1), dtype=dt)
+        t_3_0 = np.empty((m, 1), dtype=dt)
 
-    def _grad_views(self, grad):
-        self._gW_1 = grad[0:2].reshape(2, 1)
-        self._gb_1 = grad[2:4]
-        self._gW_2 = grad[4:8].reshape(2, 2)
-        self._gb_2 = grad[8:10]
-        self._gW_3 = grad[10:12].reshape(1, 2)
-        self._gb_3 = grad[12:13]
+        def step(x, y, labels):
+            """x: (m, 1 + 1) inputs with a ones column; y: (m, 1) targets."""
+            Y = y
+            # (2) layer 1: z_1 = [a_0 | 1] Wb_1^T, a_1 = f_1(z_1)
+            np.matmul(x, Wb_1.T, a_1)
+            np.maximum(a_1, 0.0, a_1)
+            # (2) layer 2: z_2 = [a_1 | 1] Wb_2^T, a_2 = f_2(z_2)
+            np.matmul(a_1_1, Wb_2.T, a_2)
+            np.maximum(a_2, 0.0, a_2)
+            # (2) layer 3: z_3 = [a_2 | 1] Wb_3^T, a_3 = f_3(z_3)
+            np.matmul(a_2_1, Wb_3.T, a_3)
+            np.multiply(a_3, 0.5, a_3)
+            np.tanh(a_3, a_3)
+            np.multiply(a_3, 0.5, a_3)
+            np.add(a_3, 0.5, a_3)
+            result = None
+            if track:
+                batch_loss = self._loss_sum(a_3, a_3, Y)
+                result = (batch_loss, int(np.count_nonzero(self._predicted(a_3) == labels)))
+            # (8) output delta
+            np.subtract(1, a_3, delta_3)
+            np.subtract(a_3, Y, t_3_0)
+            np.multiply(delta_3, t_3_0, delta_3)
+            np.multiply(delta_3, a_3, delta_3)
+            np.multiply(delta_3, scale, delta_3)
+            # (15) [dC/dW_3 | dC/db_3] = delta_3^T [a_2 | 1]
+            np.matmul(delta_3.T, a_2_1, gWb_3)
+            # (10) delta_2 = f'_2 * (delta_3 W_3)
+            np.matmul(delta_3, W_3, delta_2)
+            np.multiply(delta_2, (a_2 > 0), delta_2)
+            # (14) [dC/dW_2 | dC/db_2] = delta_2^T [a_1 | 1]
+            np.matmul(delta_2.T, a_1_1, gWb_2)
+            # (12) delta_1 = f'_1 * (delta_2 W_2)
+            np.matmul(delta_2, W_2, delta_1)
+            np.multiply(delta_1, (a_1 > 0), delta_1)
+            # (13) [dC/dW_1 | dC/db_1] = delta_1^T [a_0 | 1]
+            np.matmul(delta_1.T, x, gWb_1)
+            # theta <- theta - eta grad C  (Delta v = -eta grad C, seed 001)
+            np.subtract(store, grad, store)
+            return result
+
+        return step
 
     def _init_optimizer(self):
-        P = N_PARAMS
-        dt = self.dtype
         self._opt_state = {"t": 0}
-        self._opt_state["work"] = np.empty(P, dtype=dt)
+        self._steps = {}
 
-    def _update(self, grad, x, y):
-        """One sgd step on theta from ``grad`` (the batch x, y is used by Newton)."""
-        st = self._opt_state
-        st["t"] += 1
-        lr = self.learning_rate
-        theta = self.theta
-        # theta <- theta - eta grad  (Delta v = -eta grad C, seed 001)
-        np.multiply(grad, lr, out=st["work"])
-        theta -= st["work"]
+    @staticmethod
+    def _predicted(a):
+        return a[:, 0] > 0.5
 
     def fit(self, X, Y, epochs=None, batch_size=None, X_val=None, Y_val=None, callback=None,
-            shuffle=True, verbose=False):
+            shuffle=True, track=True, verbose=False):
         """Train with sgd (mini-batch stochastic gradient descent); returns the history of each epoch.
 
         X (samples, 1), Y (samples, 1). ``epochs``/``batch_size`` override the
         spec's (200 / 1).
-        ``shuffle=False`` visits the samples in the order given; otherwise one seeded permutation per
-        epoch. ``callback(epoch, history)`` runs after each epoch; returning False stops training.
-        History: ``loss`` (mean batch loss, accuracy) per epoch, and
-        ``val_loss``/val_accuracy when validation data is given.
+        ``shuffle=False`` visits the samples in the order given; otherwise one permutation per
+        epoch from a generator keyed by (seed, epoch). ``callback(epoch, history)`` runs after each
+        epoch; returning False stops training.
+        History: ``loss`` (mean over the epoch's batches, before each update) and ``accuracy``,
+        and ``val_loss``/``val_accuracy`` with validation data. ``track=False``
+        skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
         """
         X = self._check_X(X)
-        Y = self._check_Y(X, Y)
+        Y = np.ascontiguousarray(self._check_Y(X, Y))
         n = X.shape[0]
         epochs = self.epochs if epochs is None else int(epochs)
         m = batch_size or self.batch_size or n
         m = min(int(m), n)
         if self._opt_state is None:
             self._init_optimizer()
-        grad = np.empty(N_PARAMS, dtype=self.dtype)
-        self._grad_views(grad)
+        Xa = np.empty((n, 2), dtype=self.dtype)  # [X | 1]: the bias is a column
+        Xa[:, :1] = X
+        Xa[:, 1] = 1.0
+        labels = self._predicted(Y) if track else None
         history = {"loss": [], "accuracy": []}
         if X_val is not None:
             history["val_loss"] = []
             history["val_accuracy"] = []
-        good = self.theta.copy()
-        starts = range(0, n, m)
+        store = self._store
+        good = store.copy()
+        gather = {}
+        # NaN or inf is caught explicitly below (a DivergenceError), so NumPy stays quiet
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return self._epochs(Xa, Y, labels, epochs, m, shuffle, track, X_val, Y_val,
+                                callback, verbose, history, good, gather)
+
+    def _epochs(self, Xa, Y, labels, epochs, m, shuffle, track, X_val, Y_val, callback, verbose,
+                history, good, gather):
+        n = Xa.shape[0]
+        store = self._store
         for _ in range(epochs):
-            np.copyto(good, self.theta)
-            # one permutation per epoch, from a generator keyed by (seed, epoch): a resumed run
-            # visits the same batches as an uninterrupted one
+            np.copyto(good, store)
             order = None
             if shuffle:
                 order = np.random.default_rng((self.seed, self.epochs_done)).permutation(n)
             total = 0.0
             correct = 0
-            for bi, lo in enumerate(starts):
+            for bi, lo in enumerate(range(0, n, m)):
                 hi = min(lo + m, n)
-                buf = self._buffers_for(hi - lo)
+                size = hi - lo
+                key = (size, track, self.learning_rate, self.l2, self.l1)
+                step = self._steps.get(key)
+                if step is None:
+                    step = self._steps[key] = self._make_step(size, track)
                 if order is None:
-                    x, y = X[lo:hi], Y[lo:hi]
+                    x, y = Xa[lo:hi], Y[lo:hi]
+                    lab = None if labels is None else labels[lo:hi]
                 else:
-                    x, y = buf["x"], buf["y"]
-                    np.take(X, order[lo:hi], axis=0, out=x)
-                    np.take(Y, order[lo:hi], axis=0, out=y)
-                batch_loss = self._train_step(x, y, buf, grad)
-                if not math.isfinite(batch_loss) or not np.isfinite(grad).all():
-                    np.copyto(self.theta, good)
-                    raise DivergenceError(
-                        f"training diverged in epoch {self.epochs_done + 1}, batch {bi + 1}: the "
-                        f"loss became {batch_loss}; the learning rate ({self.learning_rate}) is "
-                        "probably too large. The parameters from the start of the epoch were kept."
-                    )
-                total += batch_loss
-                correct += int(np.count_nonzero(self._correct(buf["a_3"], y)))
-                self._update(grad, x, y)
-            if not np.isfinite(self.theta).all():
-                np.copyto(self.theta, good)
-                raise DivergenceError(
-                    f"training diverged in epoch {self.epochs_done + 1}: a parameter became NaN or "
-                    f"inf; the learning rate ({self.learning_rate}) is probably too large. The "
-                    "parameters from the start of the epoch were kept."
-                )
+                    if size not in gather:
+                        gather[size] = (np.empty((size, 2), dtype=self.dtype),
+                                        np.empty((size, 1), dtype=self.dtype))
+                    x, y = gather[size]
+                    idx = order[lo:hi]
+                    np.take(Xa, idx, axis=0, out=x)
+                    np.take(Y, idx, axis=0, out=y)
+                    lab = None if labels is None else labels[idx]
+                result = step(x, y, lab)
+                if result is not None:
+                    if not math.isfinite(result[0]):
+                        self._diverged(good, f"batch {bi + 1}: the loss became {result[0]}")
+                    total += result[0]
+                    correct += result[1]
+            if not np.isfinite(store).all():
+                where = (f"batch {bi + 1} (the epoch's last update)" if track
+                         else f"one of its {bi + 1} batches")
+                self._diverged(good, f"{where}: a parameter became NaN or inf")
             self.epochs_done += 1
-            history["loss"].append(total / n + self._penalty() / n)
-            history["accuracy"].append(correct / n)
+            if track:
+                history["loss"].append((total + self._penalty()) / n)
+                history["accuracy"].append(correct / n)
             if X_val is not None:
                 history["val_loss"].append(self.loss(X_val, Y_val))
                 history["val_accuracy"].append(self.score(X_val, Y_val))
@@ -501,6 +527,14 @@ class Seed002:
             if callback is not None and callback(self.epochs_done, history) is False:
                 break
         return history
+
+    def _diverged(self, good, what):
+        np.copyto(self._store, good)
+        raise DivergenceError(
+            f"training diverged in epoch {self.epochs_done + 1}, {what}; the learning rate "
+            f"({self.learning_rate}) is probably too large. The parameters from the start of the "
+            "epoch were kept."
+        )
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path):
@@ -515,8 +549,10 @@ class Seed002:
         tmp = f"{path}.{os.getpid()}.tmp"  # written beside the target, then renamed into place
         try:
             with open(tmp, "wb") as fh:
-                np.savez(fh, theta=self.theta, spec_sha256=np.array(SPEC_SHA256),
+                np.savez(fh, theta=self.get_flat(), spec_sha256=np.array(SPEC_SHA256),
                          epochs_done=np.array(self.epochs_done), **state)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -535,7 +571,7 @@ class Seed002:
                 raise ValueError(f"{path}: expected {N_PARAMS} parameters, found {theta.shape}")
             if theta.dtype.kind != "f":
                 raise ValueError(f"{path}: parameters have dtype {theta.dtype}, expected floats")
-            self.theta[...] = theta
+            self.set_flat(theta)
             if "epochs_done" in f.files:
                 self.epochs_done = int(f["epochs_done"])
             keys = [k for k in f.files if k.startswith("opt_")]

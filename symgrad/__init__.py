@@ -20,3 +20,12 @@ __all__ = [
     "load_trainer",
     "load_spec",
 ]
+
+
+def __getattr__(name: str):
+    """``symgrad.sklearn`` on first use (scikit-learn itself is imported only when needed)."""
+    if name == "sklearn":
+        import importlib
+
+        return importlib.import_module(".sklearn", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

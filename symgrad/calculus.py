@@ -94,6 +94,37 @@ def _is_zero(expr: sp.Expr) -> bool:
     return False
 
 
+def tidy(expr: sp.Expr, var: sp.Symbol = a) -> sp.Expr:
+    """A factored product written the way a textbook does: ``(a - y) a (1 - a)``.
+
+    Each factor that is a sum gets a positive coefficient on ``var``; a leftover minus sign is
+    absorbed by turning one ``(var - c)`` into ``(c - var)``. The value never changes.
+    """
+    if not isinstance(expr, sp.Mul):
+        return expr
+    sign = sp.Integer(1)
+    factors = []
+    for f in expr.args:
+        if f.is_Number:
+            sign *= f
+            continue
+        if isinstance(f, sp.Add) and f.coeff(var).is_Number and f.coeff(var) < 0:
+            f, sign = sp.expand(-f), -sign
+        factors.append(f)
+    if sign == -1:
+        for i, f in enumerate(factors):
+            const = f.as_independent(var)[0] if isinstance(f, sp.Add) else None
+            if const is not None and const.is_Number and const < 0:
+                factors[i] = sp.expand(-f)
+                sign = -sign
+                break
+    out = sp.Mul(*factors)
+    result = sign * out
+    if sp.expand(result - expr) != 0:  # pragma: no cover - a guard, never expected
+        return expr
+    return result
+
+
 def _elementary(expr: sp.Expr) -> bool:
     """True when ``expr`` uses only functions the NumPy printer can write."""
     banned = (sp.LambertW, sp.Integral, sp.Derivative, sp.Sum)
@@ -221,7 +252,9 @@ def _activation(name: str, expr: sp.Expr, custom: bool) -> ActivationCalculus:
     if df_out is not None:
         # Chain rule on the output form: d/dz g(f(z)) = g'(a) * g(a); proved against f''.
         h = _collapse_piecewise(sp.piecewise_fold(sp.diff(df_out, a) * df_out))
-        h = sp.factor(h) if not isinstance(h, sp.Piecewise) else h
+        if not isinstance(h, sp.Piecewise):
+            # exp(-a) - exp(-2a) rather than (e^a - 1) e^{-2a}: the factored form overflows
+            h = sp.expand(h) if h.has(sp.exp) else sp.factor(h)
         if isinstance(expr, sp.Piecewise) or _is_zero(h.subs(a, expr) - d2f):
             d2f_out = h
     return ActivationCalculus(name, expr, df, d2f, df_out, d2f_out, how, custom)
@@ -359,7 +392,7 @@ def _loss(name: str, ell: sp.Expr, custom: bool, act: ActivationCalculus) -> Los
     if act.vector:
         return _softmax_loss(name, ell, custom, act, dl_da, d2l_da2)
     if act.has_output_form:
-        delta = sp.factor(_simplify(dl_da * act.df_out))
+        delta = tidy(sp.factor(_simplify(dl_da * act.df_out)))
         delta_in_z = False
         s = sp.factor(_simplify(sp.diff(delta, a) * act.df_out))
     else:

@@ -405,7 +405,9 @@ def evaluate(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and turn user errors into one line and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except typer.Exit as exc:
         return exc.exit_code
     except SymgradError as exc:

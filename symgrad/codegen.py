@@ -79,6 +79,12 @@ def _init(scheme: str, units: int, fan_in: int) -> tuple[str, str]:
     return f"{std} * rng.standard_normal({shape})", "0.0"
 
 
+def _docstring_safe(text: str) -> str:
+    """Text that cannot end or escape a ``\"\"\"`` docstring: ASCII, backslashes and quotes escaped."""
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _paren(code: str) -> str:
     """Parenthesise printed code unless it is a name, a number or already one call."""
     simple = code.replace("_", "").replace(".", "").isalnum()
@@ -94,15 +100,20 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
     L = d.depth
     layers = []
     offset = 0
+    internal = 0
     for layer in d.layers:
         act = layer.activation
         l = layer.index
         w0, w1 = offset, offset + layer.units * layer.fan_in
         b1 = w1 + layer.units
         offset = b1
+        i0, i1 = internal, internal + layer.units * (layer.fan_in + 1)
+        internal = i1
         names = _names(l)
         ctx = {
             "l": l,
+            "i0": i0,
+            "i1": i1,
             "units": layer.units,
             "fan_in": layer.fan_in,
             "w0": w0,
@@ -114,11 +125,19 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
         }
         ctx["init_w"], ctx["init_b"] = _init(spec.init.scheme, layer.units, layer.fan_in)
         scratch = 0
+        keep_z = act.vector or _needs_z(d, layer)
         if not act.vector:
             ctx["forward_expr"] = numpy_expr(act.f, {C.z: f"z_{l}"})
             lines, used = inplace_statements(act.f, f"a_{l}", {C.z: f"z_{l}"}, f"t_{l}_")
-            ctx["forward_lines"] = lines
             scratch = max(scratch, used)
+            if act.f == C.z:
+                # identity: a_l is z_l; the product is written straight into a_l
+                lines = [] if not keep_z else [f"np.copyto(a_{l}, z_{l})"]
+            elif not keep_z and any(f"z_{l}" in line for line in lines[1:]):
+                keep_z = True  # the in-place sequence reads z after writing a: keep z apart
+            if not keep_z:
+                lines = [line.replace(f"z_{l}", f"a_{l}") for line in lines]
+            ctx["train_forward_lines"] = lines
             fp = act.df_out if act.has_output_form else act.df
             fpp = act.d2f_out if act.d2f_out is not None else act.d2f
             ctx["fp_expr"] = numpy_expr(fp, names)
@@ -133,10 +152,12 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
             if l < d.depth:  # the output layer's f' is fused into its delta
                 scratch = max(scratch, used)
         ctx["scratch"] = scratch
+        ctx["keep_z"] = keep_z
         layers.append(ctx)
     out_names = _names(L)
     delta_lines, used = inplace_statements(loss.delta, f"delta_{L}", out_names, f"t_{L}_")
     layers[-1]["scratch"] = max(layers[-1]["scratch"], used)
+    opt = spec.optimizer.name
     delta_code = numpy_expr(loss.delta, out_names)
     for c in layers:
         var = f"z_{c['l']}"
@@ -150,7 +171,8 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
         "a_last_in_rop": f"a_{L}" in _output_second_order_code(d),
         "version": __version__,
         "spec_file": spec_file,
-        "spec_yaml": yaml.safe_dump(spec.canonical(), sort_keys=False).rstrip().splitlines(),
+        "spec_yaml": [_docstring_safe(line) for line in
+                      yaml.safe_dump(spec.canonical(), sort_keys=False).rstrip().splitlines()],
         "digest": spec.digest(),
         "name": spec.name,
         "class_name": spec.class_name,
@@ -175,7 +197,11 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
         "closed_form": not d.has_hidden,
         "loss_expr": numpy_expr(loss.stable, out_names),
         "delta_expr": numpy_expr(loss.delta, out_names),
-        "delta_lines": delta_lines,
+        "delta_lines_train": delta_lines,
+        "layout": [(c["units"], c["fan_in"], c["w0"], c["w1"]) for c in layers],
+        "fold_lr": opt in ("gd", "sgd", "momentum", "nesterov"),
+        "needs_work": bool(spec.regularization.l2 or spec.regularization.l1)
+        or opt in ("nesterov", "adagrad", "rmsprop", "adam"),
         "weight_ranges": [(c["w0"], c["w1"]) for c in layers],
         "eq_cost": d.eq("cost"),
         "eq_stable": d.eq("cost.stable") if "cost.stable" in d._by_key else None,
@@ -204,6 +230,16 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
         ctx["s_gn_expr_paren"] = _paren(ctx["s_gn_expr"])
         ctx["s_expr_1"] = numpy_expr(loss.s, _names(1))
     return ctx
+
+
+def _needs_z(d: Derivation, layer) -> bool:
+    """Whether training needs z_l after the activation (no output form, or the output's loss)."""
+    act = layer.activation
+    if not act.has_output_form:
+        return True
+    if layer.index == d.depth:
+        return d.loss.stable_in_z or d.loss.delta_in_z
+    return False
 
 
 def _output_second_order_code(d: Derivation) -> str:

@@ -53,6 +53,9 @@ class _Printer(NumPyPrinter):
     def _print_Symbol(self, expr):
         return self._names.get(expr, super()._print_Symbol(expr))
 
+    def _print_Dummy(self, expr):
+        return self._names.get(expr, super()._print_Dummy(expr))
+
     def _print_Rational(self, expr):
         return repr(float(expr.p) / float(expr.q))
 
@@ -70,8 +73,21 @@ class _Printer(NumPyPrinter):
             (e1, c1), (e2, _) = expr.args
             if e1 == 1 and e2 == 0:
                 return self._print(c1)
-            return "np.where(%s, %s, %s)" % (self._print(c1), self._print(e1), self._print(e2))
+            return "np.where(%s, %s, %s)" % (
+                self._print(c1), self._clamped(e1, c1, "maximum"), self._clamped(e2, c1, "minimum")
+            )
         return super()._print_Piecewise(expr)
+
+    def _clamped(self, branch, cond, side):
+        """Print a branch of ``np.where`` so it cannot overflow where it is not selected:
+        under ``x > 0`` the other branch sees ``np.minimum(x, 0)`` (equal wherever it is used)."""
+        x = getattr(cond, "lhs", None)
+        if not (isinstance(cond, sp.StrictGreaterThan) and cond.rhs == 0 and x is not None
+                and x.is_Symbol and branch.has(sp.exp)):
+            return self._print(branch)
+        clamp = sp.Dummy("clamp")
+        inner = _Printer({**self._names, clamp: f"np.{side}({self._print(x)}, 0.0)"})
+        return inner.doprint(branch.subs(x, clamp))
 
     def _print_StrictGreaterThan(self, expr):
         return "(%s > %s)" % (self._print(expr.lhs), self._print(expr.rhs))
@@ -141,33 +157,33 @@ class _Emitter:
             self.lines.append(f"{out}.fill({p.doprint(expr)})")
             return
         if isinstance(expr, softplus):
-            self.lines.append(f"np.logaddexp(0.0, {self._operand(expr.args[0], out, depth)}, out={out})")
+            self.lines.append(f"np.logaddexp(0.0, {self._operand(expr.args[0], out, depth)}, {out})")
             return
         if isinstance(expr, sp.Piecewise) and self._relu_like(expr):
             (e1, c1), (e2, _) = expr.args
             src = p.doprint(c1.lhs)
             if e2 == 0:
-                self.lines.append(f"np.maximum({src}, 0.0, out={out})")
+                self.lines.append(f"np.maximum({src}, 0.0, {out})")
             else:
                 slope = p.doprint(e2 / c1.lhs)
-                self.lines.append(f"np.multiply({src}, {slope}, out={out})")
-                self.lines.append(f"np.maximum({src}, {out}, out={out})")
+                self.lines.append(f"np.multiply({src}, {slope}, {out})")
+                self.lines.append(f"np.maximum({src}, {out}, {out})")
             return
         func = type(expr)
         if func in _UFUNC:
             arg = self._operand(expr.args[0], out, depth)
-            self.lines.append(f"{_UFUNC[func]}({arg}, out={out})")
+            self.lines.append(f"{_UFUNC[func]}({arg}, {out})")
             return
         if isinstance(expr, sp.Pow) and expr.exp.is_Number:
             base = self._operand(expr.base, out, depth)
             if expr.exp == -1:
-                self.lines.append(f"np.reciprocal({base}, out={out})")
+                self.lines.append(f"np.reciprocal({base}, {out})")
             elif expr.exp == 2:
-                self.lines.append(f"np.multiply({base}, {base}, out={out})")
+                self.lines.append(f"np.multiply({base}, {base}, {out})")
             elif expr.exp == sp.Rational(1, 2):
-                self.lines.append(f"np.sqrt({base}, out={out})")
+                self.lines.append(f"np.sqrt({base}, {out})")
             else:
-                self.lines.append(f"np.power({base}, {p.doprint(expr.exp)}, out={out})")
+                self.lines.append(f"np.power({base}, {p.doprint(expr.exp)}, {out})")
             return
         if isinstance(expr, (sp.Add, sp.Mul)):
             self._nary(expr, out, depth)
@@ -202,13 +218,20 @@ class _Emitter:
         # Emit the most complex term first straight into out; then fold the others in.
         terms.sort(key=lambda t: (t.is_Symbol, -sp.count_ops(t)))
         first, rest = terms[0], terms[1:]
+        if is_add and not consts and len(terms) == 2 and _negated(terms[0]) is not None:
+            # x - y in one pass
+            plus, minus = terms[1], _negated(terms[0])
+            if minus.is_Symbol:
+                src = self._operand(plus, out, depth)
+                self.lines.append(f"np.subtract({src}, {self.printer.doprint(minus)}, {out})")
+                return
         if is_add and len(consts) == 1 and len(terms) == 1 and _negated(first) is not None:
             # c - x in one pass
             src = self._operand(_negated(first), out, depth)
-            self.lines.append(f"np.subtract({self.printer.doprint(consts[0])}, {src}, out={out})")
+            self.lines.append(f"np.subtract({self.printer.doprint(consts[0])}, {src}, {out})")
             return
         if not is_add and len(consts) == 1 and consts[0] == -1 and not rest:
-            self.lines.append(f"np.negative({self._operand(first, out, depth)}, out={out})")
+            self.lines.append(f"np.negative({self._operand(first, out, depth)}, {out})")
             return
         src = self._operand(first, out, depth)
         pending = src
@@ -218,10 +241,10 @@ class _Emitter:
             else:
                 other = self._tmp(depth)
                 self.emit(term, other, depth + 1)
-            self.lines.append(f"{op}({pending}, {other}, out={out})")
+            self.lines.append(f"{op}({pending}, {other}, {out})")
             pending = out
         for c in consts:
-            self.lines.append(f"{op}({pending}, {self.printer.doprint(c)}, out={out})")
+            self.lines.append(f"{op}({pending}, {self.printer.doprint(c)}, {out})")
             pending = out
         if pending != out:
             self.lines.append(f"np.copyto({out}, {pending})")
@@ -260,17 +283,17 @@ def inplace_multiply(
         if f == 1:
             continue
         if f.is_Number:
-            lines.append(f"{out} *= {p.doprint(f)}")
+            lines.append(f"np.multiply({out}, {p.doprint(f)}, {out})")
         elif f.is_Symbol:
-            lines.append(f"{out} *= {p.doprint(f)}")
+            lines.append(f"np.multiply({out}, {p.doprint(f)}, {out})")
         elif isinstance(f, sp.Piecewise) and len(f.args) == 2 and f.args[0][0] == 1 and f.args[1][0] == 0:
-            lines.append(f"{out} *= {p.doprint(f)}")
+            lines.append(f"np.multiply({out}, {p.doprint(f)}, {out})")
         else:
             # Each factor is built in scratch 0 and consumed at once, so factors reuse it.
             em = _Emitter(names, scratch)
             tmp = f"{scratch}0"
             em.emit(f, tmp, 1)
             lines.extend(em.lines)
-            lines.append(f"{out} *= {tmp}")
+            lines.append(f"np.multiply({out}, {tmp}, {out})")
             used = max(used, em.used, 1)
     return lines, used

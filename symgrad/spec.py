@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from .errors import SpecError
 
@@ -45,6 +45,8 @@ MAX_NAME_LENGTH = 64
 MAX_SPEC_BYTES = 1_000_000
 
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+#: Class-like names the generated module defines itself.
+_GENERATED_GLOBALS = {"DivergenceError"}
 _RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) | {"np", "numpy"}
 
 
@@ -63,20 +65,22 @@ def _check_identifier(value: str, what: str) -> str:
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools(cls, v: Any, info) -> Any:
+        # YAML's true/false are not numbers; only the fields typed bool may take them (none).
+        if isinstance(v, bool):
+            raise ValueError(f"expected a number or a name, got {str(v).lower()}")
+        return v
+
 
 class Layer(_Strict):
     """One dense layer: ``units`` outputs, an activation and its optional parameter."""
 
-    units: int = Field(ge=1, le=MAX_UNITS)
+    units: StrictInt = Field(ge=1, le=MAX_UNITS)
     activation: str
     alpha: float | None = Field(default=None, gt=0, le=10)
 
-    @field_validator("units", mode="before")
-    @classmethod
-    def _int_units(cls, v: Any) -> Any:
-        if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
-            raise ValueError("units must be a whole number")
-        return v
 
 
 class Regularization(_Strict):
@@ -93,8 +97,8 @@ class Optimizer(_Strict):
         "gd"
     )
     learning_rate: float = Field(default=0.1, gt=0, le=1e6)
-    batch_size: int | None = Field(default=None, ge=1, le=100_000_000)
-    epochs: int = Field(default=100, ge=1, le=10_000_000)
+    batch_size: StrictInt | None = Field(default=None, ge=1, le=100_000_000)
+    epochs: StrictInt = Field(default=100, ge=1, le=10_000_000)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)
@@ -107,14 +111,14 @@ class Init(_Strict):
     """Parameter initialisation: the scheme and the seed of NumPy's generator."""
 
     scheme: Literal["normal", "xavier", "he"] = "normal"
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
 
 
 class Spec(_Strict):
     """A validated model spec (see the README for every key)."""
 
     name: str
-    inputs: int = Field(ge=1, le=MAX_INPUTS)
+    inputs: StrictInt = Field(ge=1, le=MAX_INPUTS)
     layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS)
     loss: str
     regularization: Regularization = Regularization()
@@ -129,7 +133,10 @@ class Spec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return _check_identifier(v, "name")
+        v = _check_identifier(v, "name")
+        if "".join(p[:1].upper() + p[1:] for p in v.split("_") if p) in _GENERATED_GLOBALS:
+            raise ValueError(f"name {v!r} would shadow a name of the generated module; choose another")
+        return v
 
     @field_validator("activations", "losses")
     @classmethod
@@ -194,25 +201,40 @@ class _SafeLoader(yaml.SafeLoader):
             raise SpecError("", f"YAML aliases are not allowed (line {event.start_mark.line + 1})")
         return super().compose_node(parent, index)
 
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+
+
+def _check_nodes(node: yaml.Node, path: str = "", depth: int = 0) -> None:
+    """Walk the composed YAML: refuse non-scalar and duplicate keys, naming the full path."""
+    if depth > 100:
+        raise SpecError(path, "nested too deeply (more than 100 levels)")
+    if isinstance(node, yaml.MappingNode):
         seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise SpecError(
-                    str(key), f"duplicate key (line {key_node.start_mark.line + 1})"
-                )
+        for key_node, value in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise SpecError(path, f"keys must be plain strings (line {line})")
+            key = key_node.value
+            child = f"{path}.{_format_loc((key,))}" if path else _format_loc((key,))
+            if key in seen:
+                raise SpecError(child, f"duplicate key (line {line})")
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+            _check_nodes(value, child, depth + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_nodes(item, f"{path}[{i}]", depth + 1)
 
 
 def _format_loc(loc: tuple) -> str:
+    """``('layers', 1, 'units')`` -> ``layers[1].units``; odd keys are quoted (one line)."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", text):
+                text = ascii(text)
+            out += ("." if out else "") + text
     return out
 
 
@@ -227,6 +249,8 @@ def _describe(err: dict) -> tuple[str, str]:
         msg = "unknown key"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+    elif kind in ("too_short", "too_long", "list_type", "dict_type", "string_type"):
+        msg = msg[:1].lower() + msg[1:]
     elif kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         msg = f"expected one of {expected}, got {err.get('input')!r}"
@@ -352,7 +376,11 @@ def parse_yaml(text: str) -> Any:
     if len(text) > MAX_SPEC_BYTES:
         raise SpecError("", f"the spec is larger than {MAX_SPEC_BYTES} bytes")
     try:
-        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - _SafeLoader is a SafeLoader
+        node = yaml.compose(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+        if node is None:
+            return None
+        _check_nodes(node)
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
     except SpecError:
         raise
     except yaml.YAMLError as exc:
