@@ -306,7 +306,7 @@ class LinearRegression:
         return self._closed_form_hessian(X, Y)
 
     def gauss_newton(self, X, Y):
-        """The Gauss-Newton matrix G (P, P) (13), positive semi-definite."""
+        """The Gauss-Newton matrix G (P, P) (13); positive semi-definite for a loss convex in its output."""
         return self._full(X, Y, True)
 
     # -- training ----------------------------------------------------------------------------

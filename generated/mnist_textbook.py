@@ -318,7 +318,7 @@ class MnistTextbook:
         return self._full(X, Y, False)
 
     def gauss_newton(self, X, Y):
-        """The Gauss-Newton matrix G (P, P) (15), positive semi-definite."""
+        """The Gauss-Newton matrix G (P, P) (15); positive semi-definite for a loss convex in its output."""
         return self._full(X, Y, True)
 
     # -- training ----------------------------------------------------------------------------

@@ -354,7 +354,7 @@ class Seed002:
         return self._full(X, Y, False)
 
     def gauss_newton(self, X, Y):
-        """The Gauss-Newton matrix G (P, P) (20), positive semi-definite."""
+        """The Gauss-Newton matrix G (P, P) (20); positive semi-definite for a loss convex in its output."""
         return self._full(X, Y, True)
 
     # -- training ----------------------------------------------------------------------------

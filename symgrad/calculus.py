@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-try:
-    from .exprparse import parse_expression
-except ImportError:  # TEMP
-    parse_expression = None
+from .exprparse import parse_expression
 from .timelimit import BudgetExceeded, attempt, time_budget
 
 # The symbols of a representative unit: pre-activation z, activation a, target y.

@@ -395,7 +395,8 @@ class Derivation:
             "delta V terms"
             + ("" if loss.matching else
                " (for a loss that is not matched to its output activation, S is replaced by "
-               "the loss curvature in a, and J by da/dtheta, which keeps G positive semi-definite)")
+               "the loss curvature in a and J by da/dtheta; G is then positive semi-definite "
+               "whenever the loss is convex in a)")
             + ".",
         )
         self._add(

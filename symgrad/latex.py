@@ -83,9 +83,9 @@ def _md_text(text: str) -> str:
 
 
 _TEXT_SUBS = [
-    (r"\left", ""), (r"\right", ""), (r"\Big|", "|"), (r"\,", " "), (r"\;", " "),
+    (r"\leftarrow", "←"), (r"\left", ""), (r"\right", ""), (r"\Big|", "|"), (r"\,", " "), (r"\;", " "),
     (r"\qquad", "    "), (r"\quad", "  "), (r"\partial", "∂"), (r"\delta", "δ"),
-    (r"\sum", "Σ"), (r"\cdot", "·"), (r"\odot", "⊙"), (r"\leftarrow", "←"), (r"\to", "→"),
+    (r"\sum", "Σ"), (r"\cdot", "·"), (r"\odot", "⊙"), (r"\to", "→"),
     (r"\lambda", "λ"), (r"\theta", "θ"), (r"\mu", "μ"), (r"\ne", "≠"), (r"\log", "log"),
     (r"\mathcal{R}", "R"), (r"\nabla", "∇"), (r"\operatorname", ""), (r"\mathrm", ""),
     (r"\textstyle", ""), (r"\tilde", "~"), (r"\texttt", ""), (r"\\", ";"), (r"\ell", "ℓ"),
@@ -94,15 +94,33 @@ _TEXT_SUBS = [
 ]
 
 
+def _group(text: str, start: int) -> tuple[str, int]:
+    """The balanced ``{...}`` group starting at ``text[start]`` and the index after it."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start + 1 : i], i + 1
+    return text[start + 1 :], len(text)
+
+
 def _frac(text: str) -> str:
-    """Replace innermost ``\\frac{a}{b}`` by ``(a)/(b)`` until none is left."""
-    pattern = re.compile(r"\\frac\{([^{}]*)\}\{([^{}]*)\}")
-    for _ in range(100):
-        new = pattern.sub(r"(\1)/(\2)", text)
-        if new == text:
-            break
-        text = new
-    return text
+    """Replace ``\\frac{a}{b}`` (nested too) by ``(a)/(b)``."""
+    out = []
+    i = 0
+    while i < len(text):
+        if text.startswith("\\frac", i) and text[i + 5 : i + 6] == "{":
+            num, j = _group(text, i + 5)
+            den, k = _group(text, j) if text[j : j + 1] == "{" else ("", j)
+            out.append(f"({_frac(num)})/({_frac(den)})")
+            i = k
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def latex_to_text(tex: str) -> str:
@@ -110,6 +128,7 @@ def latex_to_text(tex: str) -> str:
     text = _frac(tex)
     for old, new in _TEXT_SUBS:
         text = text.replace(old, new)
+    text = text.replace(r"\{", "{").replace(r"\}", "}")
     text = re.sub(r"\\([A-Za-z]+)", r"\1", text)
     text = re.sub(r"\{([^{}]*)\}", r"\1", text)
     text = re.sub(r"\{([^{}]*)\}", r"\1", text)

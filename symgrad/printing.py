@@ -9,6 +9,7 @@ Two printers share one set of stable rewrites:
 from __future__ import annotations
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 from sympy.printing.numpy import NumPyPrinter
 
 from .calculus import logsumexp, softplus
@@ -34,7 +35,17 @@ def stable_rewrite(expr: sp.Expr) -> sp.Expr:
     def to_softplus(e):
         return softplus((e.args[0] - 1).args[0])
 
+    def is_one_minus_exp(e):
+        if not isinstance(e, sp.Add) or len(e.args) != 2 or 1 not in e.args:
+            return False
+        rest = e - 1
+        return isinstance(-rest, sp.exp)
+
+    def to_expm1(e):
+        return -expm1((-(e - 1)).args[0])
+
     expr = expr.replace(is_sigmoid, sigmoid)
+    expr = expr.replace(is_one_minus_exp, to_expm1)  # 1 - e^w, exact near w = 0
     return expr.replace(is_softplus, to_softplus)
 
 
@@ -61,6 +72,9 @@ class _Printer(NumPyPrinter):
 
     def _print_Half(self, expr):
         return "0.5"
+
+    def _print_expm1(self, expr):
+        return "np.expm1(%s)" % self._print(expr.args[0])
 
     def _print_softplus(self, expr):
         return "np.logaddexp(0.0, %s)" % self._print(expr.args[0])
@@ -131,6 +145,7 @@ _UFUNC = {
     sp.sin: "np.sin",
     sp.cos: "np.cos",
     sp.Abs: "np.abs",
+    expm1: "np.expm1",
 }
 
 
