@@ -1,0 +1,167 @@
+"""The train / evaluate / predict / check commands end to end on tiny synthetic data."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from symgrad.cli import main
+from symgrad.data import write_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SOFTMAX = """\
+name: cli_softmax
+inputs: 4
+layers:
+  - {units: 5, activation: tanh}
+  - {units: 3, activation: softmax}
+loss: cross_entropy
+optimizer: {name: adam, learning_rate: 0.05, batch_size: 8, epochs: 4}
+init: {scheme: xavier, seed: 0}
+"""
+IMAGES = """\
+name: cli_idx
+inputs: 12
+layers:
+  - {units: 3, activation: softmax}
+loss: cross_entropy
+optimizer: {name: sgd, learning_rate: 0.5, batch_size: 5, epochs: 2}
+init: {scheme: xavier, seed: 0}
+"""
+
+
+def _blobs(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    X = rng.standard_normal((n, 4)) * 0.5 + labels[:, None]
+    return X, labels
+
+
+@pytest.fixture()
+def work(tmp_path, monkeypatch):
+    """tmp_path with a spec, a CSV (with header, string labels) and an .npz; cwd set to it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text(SOFTMAX, encoding="utf-8")
+    X, labels = _blobs()
+    names = np.array(["a", "b", "c"])[labels]
+    rows = ["f1,f2,f3,f4,label"] + [
+        ",".join(f"{v:.6f}" for v in x) + f",{c}" for x, c in zip(X, names)
+    ]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    np.savez(tmp_path / "train.npz", X=X, y=labels)
+    return tmp_path
+
+
+def _run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_writes_model_and_checkpoint(work, capsys):
+    code, out, err = _run(capsys, "train", "spec.yaml", "--data", "train.csv", "--out", "m.npz",
+                          "--quiet")
+    assert code == 0, err
+    assert (work / "m.npz").exists() and (work / "m.npz.ckpt.npz").exists()
+    assert "epoch 4/4" in out and "model saved to" in out
+    with np.load(work / "m.npz") as f:
+        assert int(f["epochs_done"]) == 4 and np.isfinite(f["theta"]).all()
+
+
+def test_resume_matches_a_straight_run(work, capsys):
+    code, _, err = _run(capsys, "train", "spec.yaml", "--data", "train.npz", "--epochs", "4",
+                        "--out", "straight.npz", "-q")
+    assert code == 0, err
+    code, _, err = _run(capsys, "train", "spec.yaml", "--data", "train.npz", "--epochs", "2",
+                        "--out", "part.npz", "--checkpoint", "ck.npz", "-q")
+    assert code == 0, err
+    code, out, err = _run(capsys, "train", "spec.yaml", "--data", "train.npz", "--epochs", "4",
+                          "--out", "resumed.npz", "--checkpoint", "ck.npz", "--resume", "-q")
+    assert code == 0, err
+    assert "trained 2 epochs" in out
+    with np.load(work / "straight.npz") as a, np.load(work / "resumed.npz") as b:
+        assert int(b["epochs_done"]) == 4
+        np.testing.assert_array_equal(a["theta"], b["theta"])
+    # resuming a finished run trains nothing more
+    code, out, _ = _run(capsys, "train", "spec.yaml", "--data", "train.npz", "--epochs", "4",
+                        "--out", "again.npz", "--checkpoint", "ck.npz", "--resume", "-q")
+    assert code == 0 and "already trained" in out
+
+
+def test_evaluate_and_predict(work, capsys):
+    assert _run(capsys, "train", "spec.yaml", "--data", "train.csv", "--out", "m.npz", "-q")[0] == 0
+    code, out, err = _run(capsys, "evaluate", "spec.yaml", "--model", "m.npz", "--data",
+                          "train.csv")
+    assert code == 0, err
+    assert "samples  40" in out and "loss" in out and "accuracy" in out
+    assert "confusion matrix" in out
+    matrix = [line.split() for line in out.splitlines()[-3:]]
+    assert [row[0] for row in matrix] == ["a", "b", "c"]
+    assert sum(int(v) for row in matrix for v in row[1:]) == 40
+    code, _, err = _run(capsys, "predict", "spec.yaml", "--model", "m.npz", "--data",
+                        "train.csv", "-o", "pred.csv")
+    assert code == 0, err
+    lines = (work / "pred.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "prediction" and len(lines) == 41
+    assert {int(v) for v in lines[1:]} <= {0, 1, 2}
+
+
+def test_train_on_idx(work, capsys):
+    rng = np.random.default_rng(1)
+    labels = (np.arange(30) % 3).astype(np.uint8)
+    images = rng.integers(0, 60, size=(30, 3, 4)).astype(np.uint8)
+    images[np.arange(30), labels, :] = 250  # the row lit up tells the class
+    write_idx(work / "tiny-images-idx3-ubyte", images)
+    write_idx(work / "tiny-labels-idx1-ubyte.gz", labels, gzip=True)
+    (work / "idx.yaml").write_text(IMAGES, encoding="utf-8")
+    code, out, err = _run(capsys, "train", "idx.yaml", "--data", "idx:tiny", "--out", "i.npz",
+                          "--epochs", "20", "-q")
+    assert code == 0, err
+    code, out, err = _run(capsys, "evaluate", "idx.yaml", "--model", "i.npz", "--data",
+                          "idx:tiny")
+    assert code == 0, err
+    assert "accuracy 1" in out
+
+
+def test_check_example(capsys):
+    code, out, err = _run(capsys, "check", ROOT / "examples" / "softmax_iris.yaml")
+    assert code == 0, err
+    assert "finite-difference check" in out and "all blocks pass" in out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None,
+                    reason="matplotlib is installed")
+def test_plot_without_matplotlib(work, capsys):
+    code, out, err = _run(capsys, "train", "spec.yaml", "--data", "train.csv", "--plot",
+                          "curve.png", "-q")
+    assert code == 2
+    assert "matplotlib" in err and not (work / "m.npz").exists()
+
+
+def test_bad_spec_is_one_line_without_traceback(work):
+    (work / "bad.yaml").write_text("name: bad\ninputs: -3\nlayers: []\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SYMGRAD_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "symgrad.cli", "train", "bad.yaml", "--data", "train.csv"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("symgrad: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_missing_model_and_resume_without_checkpoint_exit_2(work, capsys):
+    code, _, err = _run(capsys, "evaluate", "spec.yaml", "--model", "nosuch.npz", "--data",
+                        "train.csv")
+    assert code == 2 and "nosuch.npz" in err
+    code, _, err = _run(capsys, "train", "spec.yaml", "--data", "train.csv", "--resume", "-q")
+    assert code == 2 and "--resume" in err
