@@ -331,8 +331,8 @@ class CustomSwish:
         """
         dt = self.dtype
         store = self._store
-        grad = np.empty(N_PARAMS, dtype=dt)
-        work = np.empty(N_PARAMS, dtype=dt)
+        grad = self._opt_state["grad"]  # shared by the steps of every batch size
+        work = self._opt_state["work"]
         scale = 1.0 / m
         lr = self.learning_rate
         Wb_1 = self._Wb_1
@@ -412,6 +412,8 @@ class CustomSwish:
         P = N_PARAMS
         dt = self.dtype
         self._opt_state = {"t": 0}
+        self._opt_state["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
+        self._opt_state["work"] = np.empty(N_PARAMS, dtype=self.dtype)
         self._opt_state["sq"] = np.zeros(P, dtype=dt)
         self._steps = {}
 
@@ -515,7 +517,7 @@ class CustomSwish:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key != "work":
+            if key not in ("work", "grad"):
                 state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):

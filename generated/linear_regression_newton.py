@@ -469,7 +469,7 @@ class LinearRegressionNewton:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key != "work":
+            if key not in ("work", "grad"):
                 state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):

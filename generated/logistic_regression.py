@@ -380,6 +380,7 @@ class LogisticRegression:
 
     def _init_optimizer(self):
         self._opt_state = {"t": 0}
+        self._opt_state["work"] = np.empty(N_PARAMS, dtype=self.dtype)
         self._steps = {}
 
     @staticmethod
@@ -489,7 +490,7 @@ class LogisticRegression:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key != "work":
+            if key not in ("work", "grad"):
                 state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):

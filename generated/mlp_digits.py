@@ -390,8 +390,8 @@ class MlpDigits:
         """
         dt = self.dtype
         store = self._store
-        grad = np.empty(N_PARAMS, dtype=dt)
-        work = np.empty(N_PARAMS, dtype=dt)
+        grad = self._opt_state["grad"]  # shared by the steps of every batch size
+        work = self._opt_state["work"]
         scale = 1.0 / m
         lr = self.learning_rate
         pen_l2 = _WEIGHT_MASK * (self.l2 / m)
@@ -424,7 +424,7 @@ class MlpDigits:
             np.tanh(a_1, a_1)
             # (2) layer 2: z_2 = [a_1 | 1] Wb_2^T, a_2 = f_2(z_2)
             np.matmul(a_1_1, Wb_2.T, a_2)
-            np.maximum(a_2, 0.0, a_2)
+            np.maximum(a_2, 0.0, out=a_2)
             # (2) layer 3: z_3 = [a_2 | 1] Wb_3^T, a_3 = f_3(z_3)
             np.matmul(a_2_1, Wb_3.T, z_3)
             _softmax(z_3, out=a_3)
@@ -477,6 +477,8 @@ class MlpDigits:
         P = N_PARAMS
         dt = self.dtype
         self._opt_state = {"t": 0}
+        self._opt_state["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
+        self._opt_state["work"] = np.empty(N_PARAMS, dtype=self.dtype)
         self._opt_state["m"] = np.zeros(P, dtype=dt)
         self._opt_state["v"] = np.zeros(P, dtype=dt)
         self._steps = {}
@@ -588,7 +590,7 @@ class MlpDigits:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key != "work":
+            if key not in ("work", "grad"):
                 state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):

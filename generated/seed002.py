@@ -366,7 +366,7 @@ class Seed002:
         """
         dt = self.dtype
         store = self._store
-        grad = np.empty(N_PARAMS, dtype=dt)
+        grad = self._opt_state["grad"]  # shared by the steps of every batch size
         # eta/m is folded into the output delta: the products below give eta * dC/dW directly
         scale = self.learning_rate / m
         Wb_1 = self._Wb_1
@@ -392,10 +392,10 @@ class Seed002:
             Y = y
             # (2) layer 1: z_1 = [a_0 | 1] Wb_1^T, a_1 = f_1(z_1)
             np.matmul(x, Wb_1.T, a_1)
-            np.maximum(a_1, 0.0, a_1)
+            np.maximum(a_1, 0.0, out=a_1)
             # (2) layer 2: z_2 = [a_1 | 1] Wb_2^T, a_2 = f_2(z_2)
             np.matmul(a_1_1, Wb_2.T, a_2)
-            np.maximum(a_2, 0.0, a_2)
+            np.maximum(a_2, 0.0, out=a_2)
             # (2) layer 3: z_3 = [a_2 | 1] Wb_3^T, a_3 = f_3(z_3)
             np.matmul(a_2_1, Wb_3.T, a_3)
             np.multiply(a_3, 0.5, a_3)
@@ -432,6 +432,7 @@ class Seed002:
 
     def _init_optimizer(self):
         self._opt_state = {"t": 0}
+        self._opt_state["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
         self._steps = {}
 
     @staticmethod
@@ -541,7 +542,7 @@ class Seed002:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key != "work":
+            if key not in ("work", "grad"):
                 state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):

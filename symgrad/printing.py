@@ -178,11 +178,11 @@ class _Emitter:
             (e1, c1), (e2, _) = expr.args
             src = p.doprint(c1.lhs)
             if e2 == 0:
-                self.lines.append(f"np.maximum({src}, 0.0, {out})")
+                self.lines.append(f"np.maximum({src}, 0.0, out={out})")  # out= required here
             else:
                 slope = p.doprint(e2 / c1.lhs)
                 self.lines.append(f"np.multiply({src}, {slope}, {out})")
-                self.lines.append(f"np.maximum({src}, {out}, {out})")
+                self.lines.append(f"np.maximum({src}, {out}, out={out})")
             return
         func = type(expr)
         if func in _UFUNC:
