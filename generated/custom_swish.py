@@ -331,8 +331,8 @@ class CustomSwish:
         """
         dt = self.dtype
         store = self._store
-        grad = self._opt_state["grad"]  # shared by the steps of every batch size
-        work = self._opt_state["work"]
+        grad = self._scratch["grad"]  # shared by the steps of every batch size
+        work = self._scratch["work"]
         scale = 1.0 / m
         lr = self.learning_rate
         Wb_1 = self._Wb_1
@@ -412,8 +412,10 @@ class CustomSwish:
         P = N_PARAMS
         dt = self.dtype
         self._opt_state = {"t": 0}
-        self._opt_state["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
-        self._opt_state["work"] = np.empty(N_PARAMS, dtype=self.dtype)
+        # work vectors of the training steps (not state: never saved)
+        self._scratch = {}
+        self._scratch["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
+        self._scratch["work"] = np.empty(N_PARAMS, dtype=self.dtype)
         self._opt_state["sq"] = np.zeros(P, dtype=dt)
         self._steps = {}
 
@@ -517,8 +519,7 @@ class CustomSwish:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key not in ("work", "grad"):
-                state["opt_" + key] = np.asarray(value)
+            state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"

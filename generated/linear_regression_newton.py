@@ -367,6 +367,8 @@ class LinearRegressionNewton:
 
     def _init_optimizer(self):
         self._opt_state = {"t": 0}
+        # work vectors of the training steps (not state: never saved)
+        self._scratch = {}
         self._steps = {}
 
     def fit(self, X, Y, epochs=None, batch_size=None, X_val=None, Y_val=None, callback=None,
@@ -469,8 +471,7 @@ class LinearRegressionNewton:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key not in ("work", "grad"):
-                state["opt_" + key] = np.asarray(value)
+            state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"

@@ -380,7 +380,9 @@ class LogisticRegression:
 
     def _init_optimizer(self):
         self._opt_state = {"t": 0}
-        self._opt_state["work"] = np.empty(N_PARAMS, dtype=self.dtype)
+        # work vectors of the training steps (not state: never saved)
+        self._scratch = {}
+        self._scratch["work"] = np.empty(N_PARAMS, dtype=self.dtype)
         self._steps = {}
 
     @staticmethod
@@ -490,8 +492,7 @@ class LogisticRegression:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key not in ("work", "grad"):
-                state["opt_" + key] = np.asarray(value)
+            state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"

@@ -390,8 +390,8 @@ class MlpDigits:
         """
         dt = self.dtype
         store = self._store
-        grad = self._opt_state["grad"]  # shared by the steps of every batch size
-        work = self._opt_state["work"]
+        grad = self._scratch["grad"]  # shared by the steps of every batch size
+        work = self._scratch["work"]
         scale = 1.0 / m
         lr = self.learning_rate
         pen_l2 = _WEIGHT_MASK * (self.l2 / m)
@@ -477,8 +477,10 @@ class MlpDigits:
         P = N_PARAMS
         dt = self.dtype
         self._opt_state = {"t": 0}
-        self._opt_state["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
-        self._opt_state["work"] = np.empty(N_PARAMS, dtype=self.dtype)
+        # work vectors of the training steps (not state: never saved)
+        self._scratch = {}
+        self._scratch["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
+        self._scratch["work"] = np.empty(N_PARAMS, dtype=self.dtype)
         self._opt_state["m"] = np.zeros(P, dtype=dt)
         self._opt_state["v"] = np.zeros(P, dtype=dt)
         self._steps = {}
@@ -590,8 +592,7 @@ class MlpDigits:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key not in ("work", "grad"):
-                state["opt_" + key] = np.asarray(value)
+            state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"

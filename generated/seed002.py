@@ -366,7 +366,7 @@ class Seed002:
         """
         dt = self.dtype
         store = self._store
-        grad = self._opt_state["grad"]  # shared by the steps of every batch size
+        grad = self._scratch["grad"]  # shared by the steps of every batch size
         # eta/m is folded into the output delta: the products below give eta * dC/dW directly
         scale = self.learning_rate / m
         Wb_1 = self._Wb_1
@@ -432,7 +432,9 @@ class Seed002:
 
     def _init_optimizer(self):
         self._opt_state = {"t": 0}
-        self._opt_state["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
+        # work vectors of the training steps (not state: never saved)
+        self._scratch = {}
+        self._scratch["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
         self._steps = {}
 
     @staticmethod
@@ -542,8 +544,7 @@ class Seed002:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key not in ("work", "grad"):
-                state["opt_" + key] = np.asarray(value)
+            state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"

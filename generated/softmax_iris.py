@@ -333,7 +333,7 @@ class SoftmaxIris:
         """
         dt = self.dtype
         store = self._store
-        grad = self._opt_state["grad"]  # shared by the steps of every batch size
+        grad = self._scratch["grad"]  # shared by the steps of every batch size
         # eta/m is folded into the output delta: the products below give eta * dC/dW directly
         scale = self.learning_rate / m
         Wb_1 = self._Wb_1
@@ -365,7 +365,9 @@ class SoftmaxIris:
 
     def _init_optimizer(self):
         self._opt_state = {"t": 0}
-        self._opt_state["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
+        # work vectors of the training steps (not state: never saved)
+        self._scratch = {}
+        self._scratch["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
         self._steps = {}
 
     @staticmethod
@@ -475,8 +477,7 @@ class SoftmaxIris:
         """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
         state = {}
         for key, value in (self._opt_state or {}).items():
-            if key not in ("work", "grad"):
-                state["opt_" + key] = np.asarray(value)
+            state["opt_" + key] = np.asarray(value)
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"
