@@ -273,7 +273,7 @@ class CustomSwish:
         if gauss_newton:
             Rdelta_2 = (2*(1 - (a_2 - Y)**2)/((a_2 - Y)**2 + 1)**2) * Rz_2
         else:
-            Rdelta_2 = (-2*(-a_2 + Y - 1)*(-a_2 + Y + 1)/(a_2*a_2 - 2*a_2*Y + Y*Y + 1)**2) * Rz_2
+            Rdelta_2 = (-2*(a_2 - Y - 1)*(a_2 - Y + 1)/(a_2*a_2 - 2*a_2*Y + Y*Y + 1)**2) * Rz_2
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
         # (15) backward sweep and (16) products
         HW = np.matmul(Rdelta_2.transpose(0, 2, 1), a_1)

@@ -275,26 +275,13 @@ class DiabetesLinear:
         """The closed form (9) for a model without hidden layers."""
         n = X.shape[0]
         Xt = np.hstack([X, np.ones((n, 1), dtype=self.dtype)])
-        d = Xt.shape[1]
-        K = 1
-        Haug = np.zeros((K, d, K, d), dtype=self.dtype)
         s = 1
-        s = np.broadcast_to(s, (n, K))
-        for k_ in range(K):
-            sk = s[:, k_:k_ + 1]
-            if np.all(sk >= 0):
-                B = Xt * np.sqrt(sk)
-                Haug[k_, :, k_, :] = B.T @ B  # symmetric rank-n update: one syrk
-            else:
-                Haug[k_, :, k_, :] = (Xt * sk).T @ Xt
-        Haug = Haug.reshape(K * d, K * d) / n
-        # augmented order (k, [x, 1]) -> flat order (W row-major, then b)
-        idx = np.empty(K * d, dtype=np.int64)
-        for k_ in range(K):
-            idx[k_ * d:k_ * d + d - 1] = np.arange(k_ * (d - 1), (k_ + 1) * (d - 1))
-            idx[k_ * d + d - 1] = K * (d - 1) + k_
-        H = np.empty_like(Haug)
-        H[np.ix_(idx, idx)] = Haug
+        if np.all(s >= 0):
+            B = Xt * np.sqrt(s)
+            H = B.T @ B  # symmetric rank-n update: NumPy calls syrk for B.T @ B
+        else:
+            H = (Xt * s).T @ Xt
+        H /= n  # one output: the augmented order [w, b] is already the flat order
         return H
 
     def hessian(self, X, Y):

@@ -247,9 +247,9 @@ class LogisticRegression:
         Rz_1 = np.matmul(a_0, V_1.transpose(0, 2, 1)) + vb_1
         # (9) output: R{delta_1} = S R{z_1}
         if gauss_newton:
-            Rdelta_1 = (-a_1*(a_1 - 1)) * Rz_1
+            Rdelta_1 = (a_1*(1 - a_1)) * Rz_1
         else:
-            Rdelta_1 = (-a_1*(a_1 - 1)) * Rz_1
+            Rdelta_1 = (a_1*(1 - a_1)) * Rz_1
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
         # (12) backward sweep and (13) products
         out[:, 0:30] = np.matmul(Rdelta_1.transpose(0, 2, 1), a_0).reshape(k, -1) / n
@@ -286,26 +286,13 @@ class LogisticRegression:
         cache = self._forward(X)
         a_1 = cache[2]
         Xt = np.hstack([X, np.ones((n, 1), dtype=self.dtype)])
-        d = Xt.shape[1]
-        K = 1
-        Haug = np.zeros((K, d, K, d), dtype=self.dtype)
-        s = -a_1*(a_1 - 1)
-        s = np.broadcast_to(s, (n, K))
-        for k_ in range(K):
-            sk = s[:, k_:k_ + 1]
-            if np.all(sk >= 0):
-                B = Xt * np.sqrt(sk)
-                Haug[k_, :, k_, :] = B.T @ B  # symmetric rank-n update: one syrk
-            else:
-                Haug[k_, :, k_, :] = (Xt * sk).T @ Xt
-        Haug = Haug.reshape(K * d, K * d) / n
-        # augmented order (k, [x, 1]) -> flat order (W row-major, then b)
-        idx = np.empty(K * d, dtype=np.int64)
-        for k_ in range(K):
-            idx[k_ * d:k_ * d + d - 1] = np.arange(k_ * (d - 1), (k_ + 1) * (d - 1))
-            idx[k_ * d + d - 1] = K * (d - 1) + k_
-        H = np.empty_like(Haug)
-        H[np.ix_(idx, idx)] = Haug
+        s = a_1*(1 - a_1)
+        if np.all(s >= 0):
+            B = Xt * np.sqrt(s)
+            H = B.T @ B  # symmetric rank-n update: NumPy calls syrk for B.T @ B
+        else:
+            H = (Xt * s).T @ Xt
+        H /= n  # one output: the augmented order [w, b] is already the flat order
         w = np.arange(30)
         H[w, w] += self.l2 / n
         return H

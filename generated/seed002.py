@@ -297,7 +297,7 @@ class Seed002:
         if gauss_newton:
             Rdelta_3 = (a_3*a_3*(1 - a_3)**2) * Rz_3
         else:
-            Rdelta_3 = (-a_3*(a_3 - 1)*(-3*a_3*a_3 + 2*a_3*Y + 2*a_3 - Y)) * Rz_3
+            Rdelta_3 = (a_3*(1 - a_3)*(-3*a_3*a_3 + 2*a_3*Y + 2*a_3 - Y)) * Rz_3
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
         # (18) backward sweep and (19) products
         HW = np.matmul(Rdelta_3.transpose(0, 2, 1), a_2)

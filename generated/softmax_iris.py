@@ -302,7 +302,8 @@ class SoftmaxIris:
         U = ((-a_1)[:, :, None] * Xt[:, None, :]).reshape(n, K * d)
         Vr = ((a_1)[:, :, None] * Xt[:, None, :]).reshape(n, K * d)
         Haug += (U.T @ Vr).reshape(K, d, K, d)
-        Haug = Haug.reshape(K * d, K * d) / n
+        Haug = Haug.reshape(K * d, K * d)
+        Haug /= n
         # augmented order (k, [x, 1]) -> flat order (W row-major, then b)
         idx = np.empty(K * d, dtype=np.int64)
         for k_ in range(K):

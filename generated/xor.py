@@ -272,7 +272,7 @@ class Xor:
         if gauss_newton:
             Rdelta_2 = (a_2*a_2*(1 - a_2)**2) * Rz_2
         else:
-            Rdelta_2 = (-a_2*(a_2 - 1)*(-3*a_2*a_2 + 2*a_2*Y + 2*a_2 - Y)) * Rz_2
+            Rdelta_2 = (a_2*(1 - a_2)*(-3*a_2*a_2 + 2*a_2*Y + 2*a_2 - Y)) * Rz_2
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
         # (13) backward sweep and (14) products
         HW = np.matmul(Rdelta_2.transpose(0, 2, 1), a_1)

@@ -391,7 +391,7 @@ def _loss(name: str, ell: sp.Expr, custom: bool, act: ActivationCalculus) -> Los
     if act.has_output_form:
         delta = tidy(sp.factor(_simplify(dl_da * act.df_out)))
         delta_in_z = False
-        s = sp.factor(_simplify(sp.diff(delta, a) * act.df_out))
+        s = tidy(sp.factor(_simplify(sp.diff(delta, a) * act.df_out)))
     else:
         delta = _simplify(dl_da.subs(a, act.f) * act.df)
         delta_in_z = True
