@@ -250,7 +250,7 @@ class CustomSwish:
 
     # -- second order ----------------------------------------------------------------------------
     def _rop(self, X, Y, V, gauss_newton=False):
-        """H @ V (or G @ V) for a block of directions V (P, k) by the R-operator (14)-(16)."""
+        """H @ V (or G @ V) for a block of directions V (P, k) by the R-operator (15)-(17)."""
         n = X.shape[0]
         k = V.shape[1]
         cache = self._forward(X)
@@ -263,7 +263,7 @@ class CustomSwish:
         vb_1 = Vt[:, 32:40].reshape(k, 1, 8)
         V_2 = Vt[:, 40:48].reshape(k, 1, 8)
         vb_2 = Vt[:, 48:49].reshape(k, 1, 1)
-        # (14) forward sweep
+        # (15) forward sweep
         Rz_1 = np.matmul(a_0, V_1.transpose(0, 2, 1)) + vb_1
         fp_1 = (0.25)*(z_1 + np.exp(z_1) + 1)/np.cosh((0.5)*z_1)**2
         Ra_1 = fp_1 * Rz_1
@@ -275,7 +275,7 @@ class CustomSwish:
         else:
             Rdelta_2 = (-2*(a_2 - Y - 1)*(a_2 - Y + 1)/(a_2*a_2 - 2*a_2*Y + Y*Y + 1)**2) * Rz_2
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
-        # (15) backward sweep and (16) products
+        # (16) backward sweep and (17) products
         HW = np.matmul(Rdelta_2.transpose(0, 2, 1), a_1)
         if not gauss_newton:
             HW += np.matmul(delta_2.T, Ra_1)
@@ -314,12 +314,73 @@ class CustomSwish:
             H[:, lo:lo + chunk] = self._rop(X, Y, eye[:, lo:lo + chunk], gauss_newton)
         return H
 
+
+    def _two_layer_hessian(self, X, Y):
+        """The exact Hessian of a one-hidden-layer network in block form (14).
+
+        H = (1/n) sum_x [J^T S J + (hidden curvature) + (cross terms)], with J = dz_2/dtheta.
+        """
+        n = X.shape[0]
+        d, u, K = 4, 8, 1
+        H = np.zeros((N_PARAMS, N_PARAMS), dtype=self.dtype)
+        W_2 = self.W_2
+        # public indices of [W_1 | b_1] (u, d + 1) and of W_2 (K, u)
+        idx_1 = np.empty((u, d + 1), dtype=np.int64)
+        idx_1[:, :d] = np.arange(u * d).reshape(u, d)
+        idx_1[:, d] = u * d + np.arange(u)
+        idx_2 = 40 + np.arange(K * u).reshape(K, u)
+        chunk = max(1, 4_000_000 // (K * N_PARAMS))
+        for lo in range(0, n, chunk):
+            x = X[lo:lo + chunk]
+            y = Y[lo:lo + chunk]
+            m = x.shape[0]
+            cache = self._forward(x)
+            z_1 = cache[1]
+            a_1 = cache[2]
+            a_2 = cache[4]
+            Y_ = y
+            fp_1 = np.broadcast_to((0.25)*(z_1 + np.exp(z_1) + 1)/np.cosh((0.5)*z_1)**2, (m, u))
+            delta_2 = 2*(a_2 - Y_)/(a_2*a_2 - 2*a_2*Y_ + Y_*Y_ + 1)
+            # J: dz_2 / dtheta per sample, in the flat order
+            J = np.zeros((m, K, N_PARAMS), dtype=self.dtype)
+            G = W_2[None, :, :] * fp_1[:, None, :]  # dz_2k / dz_1j
+            J[:, :, :u * d] = (G[:, :, :, None] * x[:, None, None, :]).reshape(m, K, u * d)
+            J[:, :, u * d:u * d + u] = G
+            for k_ in range(K):
+                J[:, k_, 40 + k_ * u:40 + (k_ + 1) * u] = a_1
+                J[:, k_, 48 + k_] = 1.0
+            # (13) Gauss-Newton part: sum_x J^T S J
+            s = np.broadcast_to(-2*(a_2 - Y_ - 1)*(a_2 - Y_ + 1)/(a_2*a_2 - 2*a_2*Y_ + Y_*Y_ + 1)**2, (m, K))
+            if np.all(s >= 0):
+                B = (J * np.sqrt(s)[:, :, None]).reshape(m * K, N_PARAMS)
+                H += B.T @ B  # syrk
+            else:
+                H += (J * s[:, :, None]).reshape(m * K, N_PARAMS).T @ J.reshape(m * K, N_PARAMS)
+            xt = np.hstack([x, np.ones((m, 1), dtype=self.dtype)])
+            # hidden curvature: x~ x~^T f''_1j (W_2^T delta_2)_j, one block per hidden unit j
+            c = ((2*z_1 + (2 - z_1)*(np.exp(z_1) + 1))*np.exp(z_1)/(np.exp(z_1) + 1)**3) * (delta_2 @ W_2)
+            outer = (xt[:, :, None] * xt[:, None, :]).reshape(m, (d + 1) * (d + 1))
+            Cb = (c.T @ outer).reshape(u, d + 1, d + 1)
+            H[idx_1[:, :, None], idx_1[:, None, :]] += Cb
+            # cross terms: d2C / dW_1[j,i] dW_2[k,j] gains delta_2k f'_1j x~_i
+            M = np.einsum("mk,mj,mi->kji", delta_2, fp_1, xt)
+            rows = np.broadcast_to(idx_1[None, :, :], (K, u, d + 1))
+            cols = np.broadcast_to(idx_2[:, :, None], (K, u, d + 1))
+            H[rows, cols] += M
+            H[cols, rows] += M
+        H /= n
+        return H
+
     def hessian(self, X, Y):
-        """The exact Hessian (P, P) of the cost (1) over ``get_flat`` order (R-operator, all columns in vectorised sweeps)."""
-        return self._full(X, Y, False)
+        """The exact Hessian (P, P) of the cost (1) over ``get_flat`` order (block form (14))."""
+        if N_PARAMS > MAX_HESSIAN_PARAMS:
+            return self._full(X, Y, False)  # raises with a pointer to hvp()
+        X = self._check_X(X)
+        Y = self._check_Y(X, Y)
+        return self._two_layer_hessian(X, Y)
 
     def gauss_newton(self, X, Y):
-        """The Gauss-Newton matrix G (P, P) (17); positive semi-definite for a loss convex in its output."""
+        """The Gauss-Newton matrix G (P, P) (18); positive semi-definite for a loss convex in its output."""
         return self._full(X, Y, True)
 
     # -- training ----------------------------------------------------------------------------

@@ -274,15 +274,21 @@ class LinearRegressionNewton:
     def _closed_form_hessian(self, X, Y):
         """The closed form (9) for a model without hidden layers."""
         n = X.shape[0]
-        Xt = np.hstack([X, np.ones((n, 1), dtype=self.dtype)])
-        s = 1
+        # one output: H = [[X^T S X, X^T s], [s^T X, sum s]] / n in the flat order [w, b]
+        s = np.broadcast_to(1, (n, 1))
+        d = X.shape[1]
+        H = np.empty((d + 1, d + 1), dtype=self.dtype)
         if np.all(s >= 0):
-            B = Xt * np.sqrt(s)
-            H = B.T @ B  # symmetric rank-n update: NumPy calls syrk for B.T @ B
+            B = X * np.sqrt(s)
+            H[:d, :d] = B.T @ B  # symmetric rank-n update: NumPy calls syrk for B.T @ B
         else:
-            H = (Xt * s).T @ Xt
-        H /= n  # one output: the augmented order [w, b] is already the flat order
+            H[:d, :d] = (X * s).T @ X
+        H[:d, d] = X.T @ s[:, 0]
+        H[d, :d] = H[:d, d]
+        H[d, d] = s.sum()
+        H /= n
         return H
+
 
     def hessian(self, X, Y):
         """The exact Hessian (P, P) of the cost (1) over ``get_flat`` order (closed form (9))."""

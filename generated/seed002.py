@@ -349,6 +349,7 @@ class Seed002:
             H[:, lo:lo + chunk] = self._rop(X, Y, eye[:, lo:lo + chunk], gauss_newton)
         return H
 
+
     def hessian(self, X, Y):
         """The exact Hessian (P, P) of the cost (1) over ``get_flat`` order (R-operator, all columns in vectorised sweeps)."""
         return self._full(X, Y, False)

@@ -313,6 +313,7 @@ class SoftmaxIris:
         H[np.ix_(idx, idx)] = Haug
         return H
 
+
     def hessian(self, X, Y):
         """The exact Hessian (P, P) of the cost (1) over ``get_flat`` order (closed form (9))."""
         if N_PARAMS > MAX_HESSIAN_PARAMS:

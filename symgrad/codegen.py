@@ -195,6 +195,8 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
         "L_last": L,
         "softmax": d.output.vector,
         "closed_form": not d.has_hidden,
+        "two_layer": d.depth == 2,
+        "eq_hess_blocks": d.eq("hess.blocks") if d.depth == 2 else None,
         "loss_expr": numpy_expr(loss.stable, out_names),
         "delta_expr": numpy_expr(loss.delta, out_names),
         "delta_lines_train": delta_lines,
@@ -214,6 +216,20 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
         "eq_gn": d.eq("gauss_newton"),
         "eq_newton": d.eq("newton"),
     }
+    if d.depth == 2:
+        # the block Hessian evaluates the same printed expressions on a chunk of samples
+        two = {C.z: "z_2", C.a: "a_2", C.y: "Y_", C.logsumexp: "lse"}
+        ctx["delta_expr_2l"] = numpy_expr(loss.delta, two)
+        hidden = d.layers[0].activation
+        fp = hidden.df_out if hidden.has_output_form else hidden.df
+        fpp = hidden.d2f_out if hidden.d2f_out is not None else hidden.d2f
+        layers[0]["fp_expr_2l"] = numpy_expr(fp, _names(1))
+        layers[0]["fpp_expr_2l"] = _paren(numpy_expr(fpp, _names(1)))
+        if d.output.vector:
+            ctx["jac_diag_expr_2l"] = numpy_expr(loss.jac_diag, two)
+            ctx["jac_v_expr_2l"] = numpy_expr(loss.jac_outer[1], two)
+        else:
+            ctx["s_expr_2l"] = numpy_expr(loss.s, two)
     if d.output.vector:
         u, v = loss.jac_outer
         ctx["jac_diag_expr"] = numpy_expr(loss.jac_diag, out_names)

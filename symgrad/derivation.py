@@ -355,6 +355,23 @@ class Derivation:
                     "gives X^T diag(a(1-a)) X / n."
                 )
             self._add("hess.closed", "Second order", body, text)
+        if self.depth == 2:
+            hidden = self.layers[0].activation
+            fpp = hidden.d2f_out if hidden.d2f_out is not None else hidden.d2f
+            self._add(
+                "hess.blocks",
+                "Second order",
+                r"H = \frac{1}{n}\sum_x \Big[ J_x^{T} S_x J_x"
+                r" + \sum_j \tilde x\tilde x^{T}\, f_1''\!\left(z^{(1)}_j\right)"
+                r"\left(\left(W^{(2)}\right)^{T}\delta^{(2)}\right)_j \,[\theta_1\theta_1]"
+                r" + \delta^{(2)}_k f_1'\!\left(z^{(1)}_j\right)\tilde x_i"
+                r"\,[w^{(1)}_{ji}, w^{(2)}_{kj}] \Big],\qquad "
+                r"f_1'' = %s" % _tex(fpp, {C.a: "a^{(1)}", C.z: "z^{(1)}"}),
+                "The exact Hessian of a network with one hidden layer in block form: the "
+                "Gauss-Newton part with J = dz^(2)/dtheta, the hidden layer's curvature (one "
+                "block per hidden unit j, over x~ = [x, 1]), and the cross terms between "
+                "w^(1)_ji and w^(2)_kj that come from z^(2) = W^(2) a^(1).",
+            )
         # R-operator (Pearlmutter): Hessian-vector products for any depth.
         self._add(
             "rop.forward",
