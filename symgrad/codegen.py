@@ -86,10 +86,18 @@ def _docstring_safe(text: str) -> str:
 
 
 def _paren(code: str) -> str:
-    """Parenthesise printed code unless it is a name, a number or already one call."""
-    simple = code.replace("_", "").replace(".", "").isalnum()
-    if simple or (code.startswith("(") and code.endswith(")")):
+    """Parenthesise printed code unless it is a name, a number or already wrapped whole."""
+    if code.replace("_", "").replace(".", "").isalnum():
         return code
+    if code.startswith("("):
+        depth = 0
+        for i, ch in enumerate(code):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0:
+                if i == len(code) - 1:
+                    return code  # the first "(" closes at the very end
+                break
     return f"({code})"
 
 
