@@ -1,4 +1,4 @@
-"""The calculus layer: activations and losses as SymPy expressions, and everything derived from them.
+"""The calculus layer: activations and losses as SymPy expressions, and all derived from them.
 
 Every derivative here comes from ``sympy.diff``. Output forms (``f'(z) = g(f(z))``) are found by
 solving ``a = f(z)`` for ``z`` (directly, or for ``u = exp(z)``) and are accepted only once SymPy
@@ -276,9 +276,7 @@ def activation_calculus(
         return _activation(name, expr, True)
     expr = _BUILTIN_ACTIVATIONS[name]
     if expr.has(alpha):
-        value = (
-            sp.nsimplify(alpha_value) if alpha_value is not None else _DEFAULT_ALPHA[name]
-        )
+        value = sp.nsimplify(alpha_value) if alpha_value is not None else _DEFAULT_ALPHA[name]
         expr = expr.subs(alpha, value)
     return _activation(name, expr, False)
 
@@ -409,8 +407,18 @@ def _loss(name: str, ell: sp.Expr, custom: bool, act: ActivationCalculus) -> Los
         stable, stable_in_z = ell.subs(a, act.f), True
     matching = (not delta_in_z) and sp.expand(delta - (a - y)) == 0
     return LossCalculus(
-        name, ell, dl_da, d2l_da2, delta, delta_in_z, s, stable, stable_in_z, matching,
-        custom, tuple(rewrites),
+        name,
+        ell,
+        dl_da,
+        d2l_da2,
+        delta,
+        delta_in_z,
+        s,
+        stable,
+        stable_in_z,
+        matching,
+        custom,
+        tuple(rewrites),
     )
 
 
@@ -441,9 +449,20 @@ def _softmax_loss(name, ell, custom, act, dl_da, d2l_da2) -> LossCalculus:
     lse = logsumexp(z)
     stable = sp.expand(ell.subs(sp.log(a), z - lse))
     return LossCalculus(
-        name, ell, dl_da, d2l_da2, delta, False, jac_diag, stable, True,
-        sp.expand(delta - (a - y)) == 0, custom, ((sp.log(a), z - lse),),
-        jac_diag=jac_diag, jac_outer=jac_outer,
+        name,
+        ell,
+        dl_da,
+        d2l_da2,
+        delta,
+        False,
+        jac_diag,
+        stable,
+        True,
+        sp.expand(delta - (a - y)) == 0,
+        custom,
+        ((sp.log(a), z - lse),),
+        jac_diag=jac_diag,
+        jac_outer=jac_outer,
     )
 
 

@@ -25,7 +25,7 @@ from .errors import SymgradError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="SymPy-derived gradients and Hessians as LaTeX, and fast NumPy trainers, from a YAML spec.",
+    help="SymPy-derived gradients and Hessians as LaTeX, and fast NumPy trainers, from YAML.",
     pretty_exceptions_enable=False,
 )
 
@@ -133,8 +133,12 @@ def _data(spec, source: str, targets: list[str] | None, limit: int | None = None
     from .data import load_data
 
     return load_data(
-        source, n_inputs=spec.inputs, n_outputs=spec.outputs, targets=targets or None,
-        dtype=np.dtype(spec.dtype), limit=limit,
+        source,
+        n_inputs=spec.inputs,
+        n_outputs=spec.outputs,
+        targets=targets or None,
+        dtype=np.dtype(spec.dtype),
+        limit=limit,
     )
 
 
@@ -149,9 +153,13 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
 @app.command()
 def train(
     spec: SpecArg,
-    data: Annotated[str, typer.Option("--data", help="Training data: CSV, .npz, idx:PREFIX, .pkl.gz.")],
+    data: Annotated[
+        str, typer.Option("--data", help="Training data: CSV, .npz, idx:PREFIX, .pkl.gz.")
+    ],
     val: Annotated[str | None, typer.Option("--val", help="Validation data.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override the spec.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Override the spec.")
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="Override the spec.")
     ] = None,
@@ -168,8 +176,12 @@ def train(
     target: Annotated[
         list[str] | None, typer.Option("--target", help="CSV target column (repeatable).")
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use the first N samples.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines, no progress bar.")] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Use the first N samples.")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Plain lines, no progress bar.")
+    ] = False,
 ) -> None:
     """Generate (or reuse) the trainer for SPEC and train it on DATA."""
     from .codegen import load_trainer
@@ -205,8 +217,10 @@ def train(
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         progress = Progress(
-            TextColumn("epoch {task.completed}/{task.total}"), BarColumn(),
-            TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+            TextColumn("epoch {task.completed}/{task.total}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
         )
         task = progress.add_task("train", total=total, completed=model.epochs_done, info="")
         progress.start()
@@ -230,9 +244,13 @@ def train(
     history = None
     try:
         history = model.fit(
-            train_set.X, train_set.Y, epochs=remaining, batch_size=batch_size,
+            train_set.X,
+            train_set.Y,
+            epochs=remaining,
+            batch_size=batch_size,
             X_val=None if val_set is None else val_set.X,
-            Y_val=None if val_set is None else val_set.Y, callback=callback,
+            Y_val=None if val_set is None else val_set.Y,
+            callback=callback,
         )
     except (KeyboardInterrupt, _Stop):
         if progress is not None:
@@ -322,9 +340,13 @@ def check(
         ok = r.passed(grad_tol, hess_tol)
         ok_all &= ok
         table.add_row(
-            r.block, str(r.size), f"{r.grad_abs:.2e}", f"{r.grad_rel:.2e}",
+            r.block,
+            str(r.size),
+            f"{r.grad_abs:.2e}",
+            f"{r.grad_rel:.2e}",
             "-" if r.hess_abs is None else f"{r.hess_abs:.2e}",
-            "-" if r.hess_rel is None else f"{r.hess_rel:.2e}", "yes" if ok else "NO",
+            "-" if r.hess_rel is None else f"{r.hess_rel:.2e}",
+            "yes" if ok else "NO",
         )
     Console(width=120).print(table)
     if not with_h and not no_hessian:
@@ -362,10 +384,21 @@ def predict(
     ds = _data(s, data, target)
     pred = m.predict(ds.X)
     pred = pred.reshape(len(ds.X), -1)
-    lines = [",".join(f"{v:.10g}" if isinstance(v, float) else str(v) for v in row.tolist())
-             for row in pred]
-    text = "\n".join(["prediction" if pred.shape[1] == 1 else ",".join(
-        f"y{j}" for j in range(pred.shape[1]))] + lines) + "\n"
+    lines = [
+        ",".join(f"{v:.10g}" if isinstance(v, float) else str(v) for v in row.tolist())
+        for row in pred
+    ]
+    text = (
+        "\n".join(
+            [
+                "prediction"
+                if pred.shape[1] == 1
+                else ",".join(f"y{j}" for j in range(pred.shape[1]))
+            ]
+            + lines
+        )
+        + "\n"
+    )
     if output is None:
         typer.echo(text, nl=False)
     else:

@@ -80,7 +80,7 @@ def _init(scheme: str, units: int, fan_in: int) -> tuple[str, str]:
 
 
 def _docstring_safe(text: str) -> str:
-    """Text that cannot end or escape a ``\"\"\"`` docstring: ASCII, backslashes and quotes escaped."""
+    """Text that cannot end or escape a docstring: ASCII, with backslashes and quotes escaped."""
     text = text.encode("ascii", "backslashreplace").decode("ascii")
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -179,8 +179,10 @@ def build_context(d: Derivation, spec_file: str = "net.yaml") -> dict:
         "a_last_in_rop": f"a_{L}" in _output_second_order_code(d),
         "version": __version__,
         "spec_file": spec_file,
-        "spec_yaml": [_docstring_safe(line) for line in
-                      yaml.safe_dump(spec.canonical(), sort_keys=False).rstrip().splitlines()],
+        "spec_yaml": [
+            _docstring_safe(line)
+            for line in yaml.safe_dump(spec.canonical(), sort_keys=False).rstrip().splitlines()
+        ],
         "digest": spec.digest(),
         "name": spec.name,
         "class_name": spec.class_name,
@@ -318,7 +320,9 @@ def default_cache_dir() -> Path:
     return Path(base)
 
 
-def import_module_from_source(source: str, module_name: str, cache_dir: Path | None = None) -> ModuleType:
+def import_module_from_source(
+    source: str, module_name: str, cache_dir: Path | None = None
+) -> ModuleType:
     """Write ``source`` to the cache (keyed by its hash) and import it as a module."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     cache_dir = cache_dir or default_cache_dir()

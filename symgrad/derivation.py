@@ -118,7 +118,7 @@ class Derivation:
         spec, loss = self.spec, self.loss
         L = self.depth
         ell = _tex(loss.ell, {C.a: f"a^{{({L})}}_j", C.y: "y_j"})
-        title = C.LOSS_TITLES.get(loss.name, f"custom loss \\texttt{{{_esc(loss.name)}}}")
+        title = C.LOSS_TITLES.get(loss.name, f"custom loss '{loss.name}'")
         reg = ""
         if spec.regularization.l2:
             reg += r" + \frac{\lambda_2}{2n}\sum_{l}\sum_{j,i}\left(w^{(l)}_{ji}\right)^2"
@@ -128,16 +128,13 @@ class Derivation:
             "cost",
             "Cost",
             r"C = \frac{1}{n}\sum_{x}\sum_{j=1}^{%d} \ell\left(a^{(%d)}_j, y_j\right)%s,"
-            r"\qquad \ell(a, y) = %s"
-            % (spec.outputs, L, reg, _tex(loss.ell)),
+            r"\qquad \ell(a, y) = %s" % (spec.outputs, L, reg, _tex(loss.ell)),
             f"The {title}, averaged over the n samples x of a batch; per output unit "
             f"\\(\\ell = {ell}\\).",
             loss=loss.ell,
         )
         if loss.stable_in_z and loss.rewrites:
-            rules = ", ".join(
-                f"{_tex(lhs)} = {_tex(rhs)}" for lhs, rhs in loss.rewrites
-            )
+            rules = ", ".join(rf"\({_tex(lhs)} = {_tex(rhs)}\)" for lhs, rhs in loss.rewrites)
             self._add(
                 "cost.stable",
                 "Cost",
@@ -164,7 +161,9 @@ class Derivation:
             parts.append(
                 r"f_{%d}(z) = %s \;\;(%d \to %d)" % (layer.index, f, layer.fan_in, layer.units)
             )
-        self._add("forward.layers", "Forward pass", r",\\ ".join(parts), "The layers of this network.")
+        self._add(
+            "forward.layers", "Forward pass", r",\\ ".join(parts), "The layers of this network."
+        )
 
     def _activations(self) -> None:
         seen: set[str] = set()
@@ -233,16 +232,20 @@ class Derivation:
                 r"\frac{\partial \ell}{\partial a^{(%d)}_j}\, f_{%d}'\left(z^{(%d)}_j\right) = "
                 r"\left(%s\right) \cdot %s = %s"
                 % (
-                    L, L, L, L, L,
+                    L,
+                    L,
+                    L,
+                    L,
+                    L,
                     _tex(loss.dl_da, sub),
                     _tex(out.df_out if out.has_output_form else out.df, sub),
                     _tex(loss.delta, sub),
                 )
             )
-            text = (
-                "The output delta by the chain rule, simplified by SymPy"
-                + (" to a - y (the matching loss: the fused form is also the stable one)."
-                   if loss.matching else f" (kept in terms of {var}).")
+            text = "The output delta by the chain rule, simplified by SymPy" + (
+                " to a - y (the matching loss: the fused form is also the stable one)."
+                if loss.matching
+                else f" (kept in terms of {var})."
             )
         self._add("delta.out", "Output delta", chain, text, delta_out=loss.delta)
 
@@ -258,10 +261,16 @@ class Derivation:
                 r"\sum_{j=1}^{%d} %s\,\delta^{(%d)}_j = "
                 r"\left(\left(W^{(%d)}\right)^{T}\delta^{(%d)}\right)_i"
                 % (
-                    l, self.layers[nxt - 1].units, nxt, l, nxt,
+                    l,
+                    self.layers[nxt - 1].units,
+                    nxt,
+                    l,
+                    nxt,
                     self.layers[nxt - 1].units,
                     _tex(dz_da, {w_ji: f"w^{{({nxt})}}_{{ji}}"}),
-                    nxt, nxt, nxt,
+                    nxt,
+                    nxt,
+                    nxt,
                 ),
                 f"Unit i of layer {l} feeds every unit j of layer {nxt}, so its error signal "
                 "is the sum over all downstream units (seed 002's sum over both downstream "
@@ -277,11 +286,25 @@ class Derivation:
                 r"\frac{\partial C}{\partial a^{(%d)}_i} = %s \sum_{j} w^{(%d)}_{ji}\,"
                 r"\delta^{(%d)}_j, \qquad \delta^{(%d)} = %s \odot \left(W^{(%d)}\right)^{T}"
                 r"\delta^{(%d)}"
-                % (l, l, l, l, _paren(fp, sub), nxt, nxt, l, _paren(fp, {C.a: f"a^{{({l})}}",
-                   C.z: f"z^{{({l})}}"}), nxt, nxt),
+                % (
+                    l,
+                    l,
+                    l,
+                    l,
+                    _paren(fp, sub),
+                    nxt,
+                    nxt,
+                    l,
+                    _paren(fp, {C.a: f"a^{{({l})}}", C.z: f"z^{{({l})}}"}),
+                    nxt,
+                    nxt,
+                ),
                 f"The recurrence for layer {l}, with f' in "
-                + ("output form (only the activations are kept)." if act.has_output_form
-                   else "terms of z (no output form, so z is kept)."),
+                + (
+                    "output form (only the activations are kept)."
+                    if act.has_output_form
+                    else "terms of z (no output form, so z is kept)."
+                ),
             )
 
     def _gradients(self) -> None:
@@ -301,9 +324,16 @@ class Derivation:
                 r"%s\,\delta^{(%d)}_j, \qquad \nabla_{W^{(%d)}} C = \frac{1}{n}"
                 r"\left(\delta^{(%d)}\right)^{T} A^{(%d)}"
                 % (
-                    l, l, _tex(self.local["dz_dw"], {a_i: f"a^{{({l - 1})}}_i"}), extra, l,
+                    l,
+                    l,
+                    _tex(self.local["dz_dw"], {a_i: f"a^{{({l - 1})}}_i"}),
+                    extra,
+                    l,
                     _tex(self.local["dz_db"]) if self.local["dz_db"] != 1 else "",
-                    l, l, l, l - 1,
+                    l,
+                    l,
+                    l,
+                    l - 1,
                 ),
                 f"Layer {l}: dz_j/dw_ji = a_i and dz_j/db_j = 1 (sympy.diff); the batch form is "
                 "one matrix product.",
@@ -318,8 +348,12 @@ class Derivation:
                 "hess.out",
                 "Second order",
                 r"\frac{\partial \delta^{(%d)}_k}{\partial z^{(%d)}_m} = %s\,\delta_{km} %s"
-                % (L, L, _tex(loss.jac_diag, {C.a: "a_k"}),
-                   _signed(sp.Mul(u.subs(C.a, sp.Symbol("a_k")), v.subs(C.a, sp.Symbol("a_m"))))),
+                % (
+                    L,
+                    L,
+                    _tex(loss.jac_diag, {C.a: "a_k"}),
+                    _signed(sp.Mul(u.subs(C.a, sp.Symbol("a_k")), v.subs(C.a, sp.Symbol("a_m")))),
+                ),
                 "The Jacobian of the output delta: diagonal plus rank one, "
                 r"\(S = \operatorname{diag}(a) - a a^{T}\).",
                 s_out=loss.jac_diag,
@@ -346,8 +380,9 @@ class Derivation:
                     "a K x K block structure, each block X~^T diag(a_k(delta_km - a_m)) X~ / n."
                 )
             else:
-                body = r"H = \frac{1}{n}\tilde X^{T}\operatorname{diag}\left(%s\right)\tilde X%s" % (
-                    _tex(loss.s, sub), reg
+                body = (
+                    r"H = \frac{1}{n}\tilde X^{T}\operatorname{diag}\left(%s\right)\tilde X%s"
+                    % (_tex(loss.s, sub), reg)
                 )
                 text = (
                     "Closed form for a model without hidden layers (X~ = [X, 1]); one block per "
@@ -410,10 +445,13 @@ class Derivation:
             r"\frac{\partial z^{(L)}}{\partial \theta}",
             "The Gauss-Newton approximation: the R-operator sweep without the f'' and "
             "delta V terms"
-            + ("" if loss.matching else
-               " (for a loss that is not matched to its output activation, S is replaced by "
-               "the loss curvature in a and J by da/dtheta; G is then positive semi-definite "
-               "whenever the loss is convex in a)")
+            + (
+                ""
+                if loss.matching
+                else " (for a loss that is not matched to its output activation, S is replaced by "
+                "the loss curvature in a and J by da/dtheta; G is then positive semi-definite "
+                "whenever the loss is convex in a)"
+            )
             + ".",
         )
         self._add(

@@ -74,7 +74,14 @@ def render_markdown(d: Derivation) -> str:
         if eq is None:
             lines += ["", f"#### {section}"]
             continue
-        lines += ["", f"**({eq.number})** {_md_text(eq.text)}", "", "$$", eq.latex + r" \tag{%d}" % eq.number, "$$"]
+        lines += [
+            "",
+            f"**({eq.number})** {_md_text(eq.text)}",
+            "",
+            "$$",
+            eq.latex + r" \tag{%d}" % eq.number,
+            "$$",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -83,14 +90,42 @@ def _md_text(text: str) -> str:
 
 
 _TEXT_SUBS = [
-    (r"\leftarrow", "←"), (r"\left", ""), (r"\right", ""), (r"\Big|", "|"), (r"\,", " "), (r"\;", " "),
-    (r"\qquad", "    "), (r"\quad", "  "), (r"\partial", "∂"), (r"\delta", "δ"),
-    (r"\sum", "Σ"), (r"\cdot", "·"), (r"\odot", "⊙"), (r"\to", "→"),
-    (r"\lambda", "λ"), (r"\theta", "θ"), (r"\mu", "μ"), (r"\ne", "≠"), (r"\log", "log"),
-    (r"\mathcal{R}", "R"), (r"\nabla", "∇"), (r"\operatorname", ""), (r"\mathrm", ""),
-    (r"\textstyle", ""), (r"\tilde", "~"), (r"\texttt", ""), (r"\\", ";"), (r"\ell", "ℓ"),
-    (r"\infty", "∞"), (r"\tanh", "tanh"), (r"\exp", "exp"), (r"\cosh", "cosh"),
-    (r"\text", ""), (r"\begin{cases}", "{"), (r"\end{cases}", "}"), (r"\otherwise", "otherwise"),
+    (r"\leftarrow", "←"),
+    (r"\left", ""),
+    (r"\right", ""),
+    (r"\Big|", "|"), (r"\Big", ""), (r"\!", ""), (r"\:", " "),
+    (r"\,", " "),
+    (r"\;", " "),
+    (r"\qquad", "    "),
+    (r"\quad", "  "),
+    (r"\partial", "∂"),
+    (r"\delta", "δ"),
+    (r"\sum", "Σ"),
+    (r"\cdot", "·"),
+    (r"\odot", "⊙"),
+    (r"\to", "→"),
+    (r"\lambda", "λ"),
+    (r"\theta", "θ"),
+    (r"\mu", "μ"),
+    (r"\ne", "≠"),
+    (r"\log", "log"),
+    (r"\mathcal{R}", "R"),
+    (r"\nabla", "∇"),
+    (r"\operatorname", ""),
+    (r"\mathrm", ""),
+    (r"\textstyle", ""),
+    (r"\tilde", "~"),
+    (r"\texttt", ""),
+    (r"\\", ";"),
+    (r"\ell", "ℓ"),
+    (r"\infty", "∞"),
+    (r"\tanh", "tanh"),
+    (r"\exp", "exp"),
+    (r"\cosh", "cosh"),
+    (r"\text", ""),
+    (r"\begin{cases}", "{"),
+    (r"\end{cases}", "}"),
+    (r"\otherwise", "otherwise"),
 ]
 
 

@@ -23,7 +23,13 @@ __all__ = [
 
 #: Parameter-sized vectors per optimiser: its state (velocity, squares, moments).
 _STATE_VECTORS = {
-    "gd": 0, "sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2,
+    "gd": 0,
+    "sgd": 0,
+    "momentum": 1,
+    "nesterov": 1,
+    "adagrad": 1,
+    "rmsprop": 1,
+    "adam": 2,
     "newton": 0,
 }
 

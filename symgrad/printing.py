@@ -53,7 +53,9 @@ class _Printer(NumPyPrinter):
     """NumPy printer writing ``np.`` names, floats for rationals and stable special functions."""
 
     def __init__(self, names: dict[sp.Symbol, str]):
-        super().__init__({"fully_qualified_modules": False, "inline": True, "allow_unknown_functions": False})
+        super().__init__(
+            {"fully_qualified_modules": False, "inline": True, "allow_unknown_functions": False}
+        )
         self._names = names
 
     def _module_format(self, fqn, register=True):
@@ -88,7 +90,9 @@ class _Printer(NumPyPrinter):
             if e1 == 1 and e2 == 0:
                 return self._print(c1)
             return "np.where(%s, %s, %s)" % (
-                self._print(c1), self._clamped(e1, c1, "maximum"), self._clamped(e2, c1, "minimum")
+                self._print(c1),
+                self._clamped(e1, c1, "maximum"),
+                self._clamped(e2, c1, "minimum"),
             )
         return super()._print_Piecewise(expr)
 
@@ -96,8 +100,13 @@ class _Printer(NumPyPrinter):
         """Print a branch of ``np.where`` so it cannot overflow where it is not selected:
         under ``x > 0`` the other branch sees ``np.minimum(x, 0)`` (equal wherever it is used)."""
         x = getattr(cond, "lhs", None)
-        if not (isinstance(cond, sp.StrictGreaterThan) and cond.rhs == 0 and x is not None
-                and x.is_Symbol and branch.has(sp.exp)):
+        if not (
+            isinstance(cond, sp.StrictGreaterThan)
+            and cond.rhs == 0
+            and x is not None
+            and x.is_Symbol
+            and branch.has(sp.exp)
+        ):
             return self._print(branch)
         clamp = sp.Dummy("clamp")
         inner = _Printer({**self._names, clamp: f"np.{side}({self._print(x)}, 0.0)"})
@@ -119,11 +128,15 @@ def numpy_expr(expr: sp.Expr, names: dict[sp.Symbol, str]) -> str:
     return _Printer(names).doprint(stable_rewrite(expr))
 
 
-def numpy_cse(exprs: dict[str, sp.Expr], names: dict[sp.Symbol, str], prefix: str = "t") -> tuple[list[tuple[str, str]], dict[str, str]]:
+def numpy_cse(
+    exprs: dict[str, sp.Expr], names: dict[sp.Symbol, str], prefix: str = "t"
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
     """Common-subexpression elimination then printing: (temporaries, printed results)."""
     keys = sorted(exprs)
     replacements, reduced = sp.cse(
-        [stable_rewrite(exprs[k]) for k in keys], symbols=sp.numbered_symbols(prefix), order="canonical"
+        [stable_rewrite(exprs[k]) for k in keys],
+        symbols=sp.numbered_symbols(prefix),
+        order="canonical",
     )
     printer_names = dict(names)
     for sym, _ in replacements:
@@ -172,7 +185,9 @@ class _Emitter:
             self.lines.append(f"{out}.fill({p.doprint(expr)})")
             return
         if isinstance(expr, softplus):
-            self.lines.append(f"np.logaddexp(0.0, {self._operand(expr.args[0], out, depth)}, {out})")
+            self.lines.append(
+                f"np.logaddexp(0.0, {self._operand(expr.args[0], out, depth)}, {out})"
+            )
             return
         if isinstance(expr, sp.Piecewise) and self._relu_like(expr):
             (e1, c1), (e2, _) = expr.args
@@ -301,7 +316,12 @@ def inplace_multiply(
             lines.append(f"np.multiply({out}, {p.doprint(f)}, {out})")
         elif f.is_Symbol:
             lines.append(f"np.multiply({out}, {p.doprint(f)}, {out})")
-        elif isinstance(f, sp.Piecewise) and len(f.args) == 2 and f.args[0][0] == 1 and f.args[1][0] == 0:
+        elif (
+            isinstance(f, sp.Piecewise)
+            and len(f.args) == 2
+            and f.args[0][0] == 1
+            and f.args[1][0] == 0
+        ):
             lines.append(f"np.multiply({out}, {p.doprint(f)}, {out})")
         else:
             # Each factor is built in scratch 0 and consumed at once, so factors reuse it.

@@ -26,9 +26,7 @@ import numpy as np
 
 __all__ = ["SymgradClassifier", "SymgradRegressor"]  # noqa: F822 - built on first use
 
-_MISSING = (
-    "symgrad.sklearn needs scikit-learn, which is not installed: pip install scikit-learn"
-)
+_MISSING = "symgrad.sklearn needs scikit-learn, which is not installed: pip install scikit-learn"
 _CLASSES: dict[str, type] = {}
 
 
@@ -274,4 +272,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), "SymgradClassifier", "SymgradRegressor"])
-

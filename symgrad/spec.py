@@ -82,7 +82,6 @@ class Layer(_Strict):
     alpha: float | None = Field(default=None, gt=0, le=10)
 
 
-
 class Regularization(_Strict):
     """L2 (``lambda/(2n) sum w^2``) and L1 (``lambda/n sum |w|``) penalties on the weights."""
 
@@ -135,7 +134,9 @@ class Spec(_Strict):
     def _name(cls, v: str) -> str:
         v = _check_identifier(v, "name")
         if "".join(p[:1].upper() + p[1:] for p in v.split("_") if p) in _GENERATED_GLOBALS:
-            raise ValueError(f"name {v!r} would shadow a name of the generated module; choose another")
+            raise ValueError(
+                f"name {v!r} would shadow a name of the generated module; choose another"
+            )
         return v
 
     @field_validator("activations", "losses")
@@ -200,7 +201,6 @@ class _SafeLoader(yaml.SafeLoader):
             event = self.peek_event()
             raise SpecError("", f"YAML aliases are not allowed (line {event.start_mark.line + 1})")
         return super().compose_node(parent, index)
-
 
 
 def _check_nodes(node: yaml.Node, path: str = "", depth: int = 0) -> None:

@@ -66,8 +66,9 @@ def _run(capsys, *args):
 
 
 def test_train_writes_model_and_checkpoint(work, capsys):
-    code, out, err = _run(capsys, "train", "spec.yaml", "--data", "train.csv", "--out", "m.npz",
-                          "--quiet")
+    code, out, err = _run(
+        capsys, "train", "spec.yaml", "--data", "train.csv", "--out", "m.npz", "--quiet"
+    )
     assert code == 0, err
     assert (work / "m.npz").exists() and (work / "m.npz.ckpt.npz").exists()
     assert "epoch 4/4" in out and "model saved to" in out
@@ -76,37 +77,87 @@ def test_train_writes_model_and_checkpoint(work, capsys):
 
 
 def test_resume_matches_a_straight_run(work, capsys):
-    code, _, err = _run(capsys, "train", "spec.yaml", "--data", "train.npz", "--epochs", "4",
-                        "--out", "straight.npz", "-q")
+    code, _, err = _run(
+        capsys,
+        "train",
+        "spec.yaml",
+        "--data",
+        "train.npz",
+        "--epochs",
+        "4",
+        "--out",
+        "straight.npz",
+        "-q",
+    )
     assert code == 0, err
-    code, _, err = _run(capsys, "train", "spec.yaml", "--data", "train.npz", "--epochs", "2",
-                        "--out", "part.npz", "--checkpoint", "ck.npz", "-q")
+    code, _, err = _run(
+        capsys,
+        "train",
+        "spec.yaml",
+        "--data",
+        "train.npz",
+        "--epochs",
+        "2",
+        "--out",
+        "part.npz",
+        "--checkpoint",
+        "ck.npz",
+        "-q",
+    )
     assert code == 0, err
-    code, out, err = _run(capsys, "train", "spec.yaml", "--data", "train.npz", "--epochs", "4",
-                          "--out", "resumed.npz", "--checkpoint", "ck.npz", "--resume", "-q")
+    code, out, err = _run(
+        capsys,
+        "train",
+        "spec.yaml",
+        "--data",
+        "train.npz",
+        "--epochs",
+        "4",
+        "--out",
+        "resumed.npz",
+        "--checkpoint",
+        "ck.npz",
+        "--resume",
+        "-q",
+    )
     assert code == 0, err
     assert "trained 2 epochs" in out
     with np.load(work / "straight.npz") as a, np.load(work / "resumed.npz") as b:
         assert int(b["epochs_done"]) == 4
         np.testing.assert_array_equal(a["theta"], b["theta"])
     # resuming a finished run trains nothing more
-    code, out, _ = _run(capsys, "train", "spec.yaml", "--data", "train.npz", "--epochs", "4",
-                        "--out", "again.npz", "--checkpoint", "ck.npz", "--resume", "-q")
+    code, out, _ = _run(
+        capsys,
+        "train",
+        "spec.yaml",
+        "--data",
+        "train.npz",
+        "--epochs",
+        "4",
+        "--out",
+        "again.npz",
+        "--checkpoint",
+        "ck.npz",
+        "--resume",
+        "-q",
+    )
     assert code == 0 and "already trained" in out
 
 
 def test_evaluate_and_predict(work, capsys):
     assert _run(capsys, "train", "spec.yaml", "--data", "train.csv", "--out", "m.npz", "-q")[0] == 0
-    code, out, err = _run(capsys, "evaluate", "spec.yaml", "--model", "m.npz", "--data",
-                          "train.csv")
+    code, out, err = _run(
+        capsys, "evaluate", "spec.yaml", "--model", "m.npz", "--data", "train.csv"
+    )
     assert code == 0, err
     assert "samples  40" in out and "loss" in out and "accuracy" in out
     assert "confusion matrix" in out
     matrix = [line.split() for line in out.splitlines()[-3:]]
     assert [row[0] for row in matrix] == ["a", "b", "c"]
     assert sum(int(v) for row in matrix for v in row[1:]) == 40
-    code, _, err = _run(capsys, "predict", "spec.yaml", "--model", "m.npz", "--data",
-                        "train.csv", "-o", "pred.csv")
+    code, _, err = _run(
+        capsys, "predict", "spec.yaml", "--model", "m.npz", "--data", "train.csv", "-o", "pred.csv"
+    )
     assert code == 0, err
     lines = (work / "pred.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "prediction" and len(lines) == 41
@@ -121,11 +172,11 @@ def test_train_on_idx(work, capsys):
     write_idx(work / "tiny-images-idx3-ubyte", images)
     write_idx(work / "tiny-labels-idx1-ubyte.gz", labels, gzip=True)
     (work / "idx.yaml").write_text(IMAGES, encoding="utf-8")
-    code, out, err = _run(capsys, "train", "idx.yaml", "--data", "idx:tiny", "--out", "i.npz",
-                          "--epochs", "20", "-q")
+    code, out, err = _run(
+        capsys, "train", "idx.yaml", "--data", "idx:tiny", "--out", "i.npz", "--epochs", "20", "-q"
+    )
     assert code == 0, err
-    code, out, err = _run(capsys, "evaluate", "idx.yaml", "--model", "i.npz", "--data",
-                          "idx:tiny")
+    code, out, err = _run(capsys, "evaluate", "idx.yaml", "--model", "i.npz", "--data", "idx:tiny")
     assert code == 0, err
     assert "accuracy 1" in out
 
@@ -136,11 +187,13 @@ def test_check_example(capsys):
     assert "finite-difference check" in out and "all blocks pass" in out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None,
-                    reason="matplotlib is installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is not None, reason="matplotlib is installed"
+)
 def test_plot_without_matplotlib(work, capsys):
-    code, out, err = _run(capsys, "train", "spec.yaml", "--data", "train.csv", "--plot",
-                          "curve.png", "-q")
+    code, out, err = _run(
+        capsys, "train", "spec.yaml", "--data", "train.csv", "--plot", "curve.png", "-q"
+    )
     assert code == 2
     assert "matplotlib" in err and not (work / "m.npz").exists()
 
@@ -151,7 +204,11 @@ def test_bad_spec_is_one_line_without_traceback(work):
     env.pop("SYMGRAD_DEBUG", None)
     proc = subprocess.run(
         [sys.executable, "-m", "symgrad.cli", "train", "bad.yaml", "--data", "train.csv"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=60,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -160,8 +217,9 @@ def test_bad_spec_is_one_line_without_traceback(work):
 
 
 def test_missing_model_and_resume_without_checkpoint_exit_2(work, capsys):
-    code, _, err = _run(capsys, "evaluate", "spec.yaml", "--model", "nosuch.npz", "--data",
-                        "train.csv")
+    code, _, err = _run(
+        capsys, "evaluate", "spec.yaml", "--model", "nosuch.npz", "--data", "train.csv"
+    )
     assert code == 2 and "nosuch.npz" in err
     code, _, err = _run(capsys, "train", "spec.yaml", "--data", "train.csv", "--resume", "-q")
     assert code == 2 and "--resume" in err

@@ -21,8 +21,15 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "symgrad.cli", *args], cwd=ROOT, env=kw.pop(
-        "env", ENV), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "symgrad.cli", *args],
+        cwd=ROOT,
+        env=kw.pop("env", ENV),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def test_concurrent_generate_same_file(tmp_path):
@@ -78,13 +85,14 @@ def train_setup(tmp_path_factory):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((2000, 10))
     y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1).astype(int)
-    lines = ["," .join([f"x{i}" for i in range(10)] + ["label"])]
+    lines = [",".join([f"x{i}" for i in range(10)] + ["label"])]
     lines += [",".join(f"{v:.6f}" for v in row) + f",{c}" for row, c in zip(X, y)]
     (d / "data.csv").write_text("\n".join(lines) + "\n")
     (d / "spec.yaml").write_text(SPEC.replace("EPOCHS", "300"))
     ref = d / "ref.npz"
-    p = cli("train", str(d / "spec.yaml"), "--data", str(d / "data.csv"), "--out", str(ref),
-            "--quiet")
+    p = cli(
+        "train", str(d / "spec.yaml"), "--data", str(d / "data.csv"), "--out", str(ref), "--quiet"
+    )
     t0 = time.perf_counter()
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
@@ -94,8 +102,15 @@ def train_setup(tmp_path_factory):
 def interrupt_trial(d: Path, trial: int, seed: int, sig) -> None:
     out = d / f"m{trial}.npz"
     ckpt = Path(str(out) + ".ckpt.npz")
-    args = ("train", str(d / "spec.yaml"), "--data", str(d / "data.csv"), "--out", str(out),
-            "--quiet")
+    args = (
+        "train",
+        str(d / "spec.yaml"),
+        "--data",
+        str(d / "data.csv"),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     p = cli(*args)
     deadline = time.monotonic() + 120
     while not ckpt.exists() and p.poll() is None and time.monotonic() < deadline:
@@ -149,8 +164,15 @@ def test_divergence_is_reported(tmp_path):
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "s.yaml").write_text(DIVERGE)
     out = tmp_path / "m.npz"
-    p = cli("train", str(tmp_path / "s.yaml"), "--data", str(tmp_path / "d.csv"), "--out",
-            str(out), "--quiet")
+    p = cli(
+        "train",
+        str(tmp_path / "s.yaml"),
+        "--data",
+        str(tmp_path / "d.csv"),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     _, err = p.communicate(timeout=120)
     assert p.returncode not in (0, 3), err
     ours = [ln for ln in err.splitlines() if ln.startswith("symgrad:")]
@@ -168,7 +190,14 @@ def test_divergence_stderr_is_one_line(tmp_path):
     rows = ["a,b,c,t"] + [f"{r[0]},{r[1]},{r[2]},{r.sum()}" for r in X]
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "s.yaml").write_text(DIVERGE)
-    p = cli("train", str(tmp_path / "s.yaml"), "--data", str(tmp_path / "d.csv"), "--out",
-            str(tmp_path / "m.npz"), "--quiet")
+    p = cli(
+        "train",
+        str(tmp_path / "s.yaml"),
+        "--data",
+        str(tmp_path / "d.csv"),
+        "--out",
+        str(tmp_path / "m.npz"),
+        "--quiet",
+    )
     _, err = p.communicate(timeout=120)
     assert len(err.splitlines()) == 1, err

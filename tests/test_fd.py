@@ -85,8 +85,16 @@ def make_spec(
 def _trainer_class(key: tuple):
     hidden, out, loss, inputs, outputs, l2, l1, dtype, activations, losses = key
     spec = make_spec(
-        hidden, out, loss, inputs=inputs, outputs=outputs, l2=l2, l1=l1, dtype=dtype,
-        activations=activations, losses=losses,
+        hidden,
+        out,
+        loss,
+        inputs=inputs,
+        outputs=outputs,
+        l2=l2,
+        l1=l1,
+        dtype=dtype,
+        activations=activations,
+        losses=losses,
     )
     return type(symgrad.load_trainer(symgrad.load_spec(spec)))
 
@@ -107,8 +115,18 @@ def trainer(
     instance_dtype=None,
 ):
     """A fresh trainer instance; the generated class is cached by its (frozen) spec."""
-    key = (tuple(hidden), out, loss, inputs, outputs, float(l2), float(l1), dtype,
-           tuple(activations), tuple(losses))
+    key = (
+        tuple(hidden),
+        out,
+        loss,
+        inputs,
+        outputs,
+        float(l2),
+        float(l1),
+        dtype,
+        tuple(activations),
+        tuple(losses),
+    )
     return _trainer_class(key)(seed=seed, dtype=instance_dtype)
 
 
@@ -127,8 +145,14 @@ def make_targets(out: str, loss: str, n: int, outputs: int, rng) -> np.ndarray:
     return rng.standard_normal((n, outputs))
 
 
-def make_data(out: str, loss: str, n: int = N_SAMPLES, inputs: int = N_INPUTS,
-              outputs: int = N_OUTPUTS, seed: int = 0):
+def make_data(
+    out: str,
+    loss: str,
+    n: int = N_SAMPLES,
+    inputs: int = N_INPUTS,
+    outputs: int = N_OUTPUTS,
+    seed: int = 0,
+):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, inputs))
     return X, make_targets(out, loss, n, outputs, rng)
@@ -229,7 +253,7 @@ def weight_mask(model) -> np.ndarray:
     offset = 0
     for name, view in model.params().items():
         if name.startswith("W_"):
-            mask[offset:offset + view.size] = True
+            mask[offset : offset + view.size] = True
         offset += view.size
     return mask
 
@@ -244,7 +268,9 @@ def _structures():
         acts = (None,) if depth == 0 else HIDDEN
         for act, (out, loss) in itertools.product(acts, PAIRS):
             yield pytest.param(
-                hidden_layers(act, depth), out, loss,
+                hidden_layers(act, depth),
+                out,
+                loss,
                 id=f"d{depth}-{act or 'linear'}-{out}+{loss}",
             )
 
@@ -331,11 +357,19 @@ def test_alpha_parameter(act, alpha):
 SECOND_ORDER_CASES = [
     pytest.param(hidden_layers(act, depth), out, loss, id=f"d{depth}-{act or 'linear'}-{out}")
     for depth, act, (out, loss) in [
-        (0, None, PAIRS[0]), (0, None, PAIRS[1]), (0, None, PAIRS[2]), (0, None, PAIRS[3]),
+        (0, None, PAIRS[0]),
+        (0, None, PAIRS[1]),
+        (0, None, PAIRS[2]),
+        (0, None, PAIRS[3]),
         (0, None, PAIRS[4]),
-        (1, "sigmoid", PAIRS[0]), (1, "tanh", PAIRS[2]), (1, "relu", PAIRS[3]),
-        (1, "softplus", PAIRS[4]), (2, "elu", PAIRS[1]), (2, "leaky_relu", PAIRS[3]),
-        (2, "tanh", PAIRS[0]), (2, "identity", PAIRS[2]),
+        (1, "sigmoid", PAIRS[0]),
+        (1, "tanh", PAIRS[2]),
+        (1, "relu", PAIRS[3]),
+        (1, "softplus", PAIRS[4]),
+        (2, "elu", PAIRS[1]),
+        (2, "leaky_relu", PAIRS[3]),
+        (2, "tanh", PAIRS[0]),
+        (2, "identity", PAIRS[2]),
     ]
 ]
 
@@ -369,7 +403,7 @@ def closed_form_hessian(out: str, loss: str, theta: np.ndarray, X, Y, l2: float 
     n, d = X.shape
     K = Y.shape[1]
     W = theta[: K * d].reshape(K, d)
-    b = theta[K * d:]
+    b = theta[K * d :]
     Z = X @ W.T + b
     if out == "identity":
         S = np.broadcast_to(np.eye(K), (n, K, K))
@@ -524,15 +558,15 @@ def test_custom_swish_activation(depth, out, loss):
     assert rel_err(model.gradient_flat(X, Y), fd_gradient(model, X, Y)) < GRAD_TOL
     assert rel_err(model.hessian(X, Y), fd_hessian(model, X, Y)) < HESS_TOL
     # the forward pass computes z sigma(z)
-    single = trainer(((1, "swish"),), "identity", "mse", inputs=1, outputs=1,
-                     activations=SWISH)
+    single = trainer(((1, "swish"),), "identity", "mse", inputs=1, outputs=1, activations=SWISH)
     single.set_flat([1.0, 0.0, 1.0, 0.0])
     z = np.array([[-3.0], [-0.5], [0.0], [2.0]])
     np.testing.assert_allclose(single.forward(z), z / (1 + np.exp(-z)), rtol=1e-13)
 
 
-@pytest.mark.parametrize("hidden", [(), ((4, "tanh"),), ((4, "relu"), (3, "sigmoid"))],
-                         ids=["d0", "d1", "d2"])
+@pytest.mark.parametrize(
+    "hidden", [(), ((4, "tanh"),), ((4, "relu"), (3, "sigmoid"))], ids=["d0", "d1", "d2"]
+)
 def test_custom_cauchy_loss(hidden):
     _require_exprparse()
     model = trainer(hidden, "identity", "cauchy", l2=0.1, losses=CAUCHY)
@@ -573,9 +607,7 @@ def test_custom_swish_and_cauchy_together():
 @st.composite
 def networks(draw):
     depth = draw(st.integers(0, 2))
-    hidden = tuple(
-        (draw(st.integers(1, 5)), draw(st.sampled_from(HIDDEN))) for _ in range(depth)
-    )
+    hidden = tuple((draw(st.integers(1, 5)), draw(st.sampled_from(HIDDEN))) for _ in range(depth))
     out, loss = draw(st.sampled_from(PAIRS))
     outputs = draw(st.integers(2 if out == "softmax" else 1, 5))
     inputs = draw(st.integers(1, 5))

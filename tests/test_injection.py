@@ -14,17 +14,52 @@ from symgrad import generate_source, load_spec
 from symgrad.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {"name": "net", "inputs": 2, "layers": [{"units": 2, "activation": "tanh"},
-                                               {"units": 1, "activation": "sigmoid"}],
-        "loss": "log_loss"}
+BASE = {
+    "name": "net",
+    "inputs": 2,
+    "layers": [{"units": 2, "activation": "tanh"}, {"units": 1, "activation": "sigmoid"}],
+    "loss": "log_loss",
+}
 HOSTILE_NAMES = [
-    'x"""; import os #', "a\nimport os", "a\rb", "__import__", "eval", "exec", "open",
-    "compile", "globals", "x y", "x'y", 'x"y', "x\\y", "x;y", "x.y", "x(y)", "x#y",
+    'x"""; import os #',
+    "a\nimport os",
+    "a\rb",
+    "__import__",
+    "eval",
+    "exec",
+    "open",
+    "compile",
+    "globals",
+    "x y",
+    "x'y",
+    'x"y',
+    "x\\y",
+    "x;y",
+    "x.y",
+    "x(y)",
+    "x#y",
     "ѕelf",  # Cyrillic dze
     "аdam",  # Cyrillic a
     "ｘ",  # fullwidth
-    "x\u200b", "x\u00a0", "_private", "__class__", "1abc", "", " ", "a" * 65, "a" * 10_000,
-    "import", "lambda", "None", "True", "np", "numpy", "print", "type", "match", "_",
+    "x\u200b",
+    "x\u00a0",
+    "_private",
+    "__class__",
+    "1abc",
+    "",
+    " ",
+    "a" * 65,
+    "a" * 10_000,
+    "import",
+    "lambda",
+    "None",
+    "True",
+    "np",
+    "numpy",
+    "print",
+    "type",
+    "match",
+    "_",
 ]
 
 
@@ -58,8 +93,9 @@ def test_custom_activation_name_refused(name, tmp_path):
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_custom_loss_name_refused(name, tmp_path):
     layers = [{"units": 1, "activation": "identity"}]
-    assert_refused({**BASE, "layers": layers, "loss": name, "losses": {name: "(a - y)**2"}},
-                   tmp_path)
+    assert_refused(
+        {**BASE, "layers": layers, "loss": name, "losses": {name: "(a - y)**2"}}, tmp_path
+    )
 
 
 ALLOWED_IMPORTS = {"math", "os", "numpy", "__future__"}
@@ -69,9 +105,13 @@ FORBIDDEN_CALLS = {"eval", "exec", "open", "__import__", "compile", "getattr", "
 def audit(source: str) -> None:
     tree = ast.parse(source)
     # save() writes its .npz through open(tmp, "wb") then os.replace: the one allowed open()
-    save_calls = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
-                  and f.name == "save" for n in ast.walk(f) if isinstance(n, ast.Call)
-                  and isinstance(n.func, ast.Name) and n.func.id == "open"}
+    save_calls = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, ast.FunctionDef) and f.name == "save"
+        for n in ast.walk(f)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "open"
+    }
     assert len(save_calls) <= 1
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -83,8 +123,14 @@ def audit(source: str) -> None:
             name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
             assert name not in FORBIDDEN_CALLS or id(node) in save_calls, ast.unparse(node)
             if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
-                assert f.value.id != "os" or f.attr in {"fspath", "getpid", "replace", "unlink", "fsync", "path"}, (
-                    ast.unparse(node))
+                assert f.value.id != "os" or f.attr in {
+                    "fspath",
+                    "getpid",
+                    "replace",
+                    "unlink",
+                    "fsync",
+                    "path",
+                }, ast.unparse(node)
     # the only os use besides the above: os.path.exists in save()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
@@ -92,8 +138,17 @@ def audit(source: str) -> None:
                 assert node.value.attr == "path" and node.attr == "exists"
 
 
-@pytest.mark.parametrize("example", ["xor", "softmax_iris", "mlp_digits", "logistic_regression",
-                                     "linear_regression_newton", "fashion_mlp"])
+@pytest.mark.parametrize(
+    "example",
+    [
+        "xor",
+        "softmax_iris",
+        "mlp_digits",
+        "logistic_regression",
+        "linear_regression_newton",
+        "fashion_mlp",
+    ],
+)
 def test_examples_generate_clean_code(example):
     audit(generate_source(load_spec(ROOT / "examples" / f"{example}.yaml")))
 
@@ -110,8 +165,14 @@ def test_description_cannot_escape_docstring():
 
 def test_custom_expressions_are_not_code(tmp_path):
     pytest.importorskip("symgrad.exprparse", reason="symgrad/exprparse.py not written yet")
-    for expr in ['__import__("os").system("echo x")', "z.__class__", "eval('z')",
-                 "open('f')", "lambda: z", "[z for z in ()]"]:
+    for expr in [
+        '__import__("os").system("echo x")',
+        "z.__class__",
+        "eval('z')",
+        "open('f')",
+        "lambda: z",
+        "[z for z in ()]",
+    ]:
         layers = [{"units": 2, "activation": "evil"}, {"units": 1, "activation": "sigmoid"}]
         rc, err = run({**BASE, "layers": layers, "activations": {"evil": expr}}, tmp_path)
         assert rc == 2, (expr, rc, err)

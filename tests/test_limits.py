@@ -13,14 +13,16 @@ from symgrad.spec import MAX_LAYERS, MAX_UNITS
 
 
 def _spec(optimizer="adam", batch_size=64, layers=((256, "relu"), (128, "tanh"), (10, "softmax"))):
-    return symgrad.load_spec({
-        "name": "mid",
-        "inputs": 100,
-        "layers": [{"units": u, "activation": a} for u, a in layers],
-        "loss": "cross_entropy",
-        "optimizer": {"name": optimizer, "batch_size": batch_size, "learning_rate": 0.01},
-        "init": {"scheme": "he", "seed": 0},
-    })
+    return symgrad.load_spec(
+        {
+            "name": "mid",
+            "inputs": 100,
+            "layers": [{"units": u, "activation": a} for u, a in layers],
+            "loss": "cross_entropy",
+            "optimizer": {"name": optimizer, "batch_size": batch_size, "learning_rate": 0.01},
+            "init": {"scheme": "he", "seed": 0},
+        }
+    )
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -63,16 +65,31 @@ def test_hessian_refuses_above_the_stated_limit():
 
 def test_largest_width_and_depth_are_accepted_and_one_more_is_refused():
     deep = [{"units": 2, "activation": "tanh"}] * (MAX_LAYERS - 1) + [
-        {"units": 1, "activation": "identity"}]
+        {"units": 1, "activation": "identity"}
+    ]
     spec = symgrad.load_spec({"name": "deep", "inputs": 2, "layers": deep, "loss": "mse"})
     assert len(spec.layers) == MAX_LAYERS
     with pytest.raises(symgrad.SpecError, match=r"layers: list should have at most 64 items"):
-        symgrad.load_spec({"name": "deep", "inputs": 2, "layers": deep + deep[-1:],
-                           "loss": "mse"})
-    wide = symgrad.load_spec({"name": "wide", "inputs": 2, "loss": "mse", "layers": [
-        {"units": MAX_UNITS, "activation": "relu"}, {"units": 1, "activation": "identity"}]})
+        symgrad.load_spec({"name": "deep", "inputs": 2, "layers": deep + deep[-1:], "loss": "mse"})
+    wide = symgrad.load_spec(
+        {
+            "name": "wide",
+            "inputs": 2,
+            "loss": "mse",
+            "layers": [
+                {"units": MAX_UNITS, "activation": "relu"},
+                {"units": 1, "activation": "identity"},
+            ],
+        }
+    )
     source = symgrad.generate_source(wide)
     compile(source, "wide.py", "exec")
     with pytest.raises(symgrad.SpecError, match="less than or equal to 65536"):
-        symgrad.load_spec({"name": "wide", "inputs": 2, "loss": "mse", "layers": [
-            {"units": MAX_UNITS + 1, "activation": "relu"}]})
+        symgrad.load_spec(
+            {
+                "name": "wide",
+                "inputs": 2,
+                "loss": "mse",
+                "layers": [{"units": MAX_UNITS + 1, "activation": "relu"}],
+            }
+        )

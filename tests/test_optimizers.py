@@ -88,7 +88,7 @@ def textbook_gd(theta, g, steps, eta):
 def textbook_sgd(theta, g, epochs, eta, batch, X=X4, Y=Y4):
     for _ in range(epochs):
         for lo in range(0, len(X), batch):
-            theta = theta - eta * g(theta, X[lo:lo + batch], Y[lo:lo + batch])
+            theta = theta - eta * g(theta, X[lo : lo + batch], Y[lo : lo + batch])
     return theta
 
 
@@ -283,8 +283,7 @@ def test_changing_the_learning_rate_between_fits(name):
         b1, b2, eps = HYPER["beta1"], HYPER["beta2"], HYPER["eps"]
         g0 = g(theta0)
         m, v = (1 - b1) * g0, (1 - b2) * g0**2
-        theta1 = theta0 - HYPER["learning_rate"] * (m / (1 - b1)) / (
-            np.sqrt(v / (1 - b2)) + eps)
+        theta1 = theta0 - HYPER["learning_rate"] * (m / (1 - b1)) / (np.sqrt(v / (1 - b2)) + eps)
         g1 = g(theta1)
         m, v = b1 * m + (1 - b1) * g1, b2 * v + (1 - b2) * g1**2
         expected = theta1 - 0.01 * (m / (1 - b1**2)) / (np.sqrt(v / (1 - b2**2)) + eps)
@@ -464,7 +463,7 @@ def visiting_orders(spec, seed, epochs, shuffle=True):
         for order in itertools.permutations(range(5)):
             theta = start
             for i in order:
-                theta = theta - eta * g(theta, X5[i:i + 1], Y5[i:i + 1])
+                theta = theta - eta * g(theta, X5[i : i + 1], Y5[i : i + 1])
             if np.allclose(theta, model.theta, rtol=1e-12, atol=1e-13):
                 found.append(order)
         assert len(found) == 1, found
@@ -594,8 +593,7 @@ def test_load_refuses_files_that_are_not_models(tmp_path):
         model.load(path)
     # object arrays would need pickle, which load never allows
     path = tmp_path / "pickled.npz"
-    np.savez(path, theta=np.array([object()] * 3), spec_sha256=np.array(
-        _module(model).SPEC_SHA256))
+    np.savez(path, theta=np.array([object()] * 3), spec_sha256=np.array(_module(model).SPEC_SHA256))
     with pytest.raises(ValueError):
         model.load(path)
 

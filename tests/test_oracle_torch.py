@@ -100,9 +100,9 @@ def torch_cost(case, X, Y):
     def split(theta):
         params, offset = [], 0
         for fan_in, units in zip(sizes[:-1], sizes[1:]):
-            W = theta[offset:offset + units * fan_in].reshape(units, fan_in)
+            W = theta[offset : offset + units * fan_in].reshape(units, fan_in)
             offset += units * fan_in
-            b = theta[offset:offset + units]
+            b = theta[offset : offset + units]
             offset += units
             params.append((W, b))
         return params
@@ -125,9 +125,7 @@ def torch_cost(case, X, Y):
         if loss == "mse":
             per_unit = 0.5 * (output(z) - Y) ** 2
         elif loss == "log_loss":  # -(y log a + (1 - y) log(1 - a)) with a = sigmoid(z)
-            per_unit = torch.nn.functional.binary_cross_entropy_with_logits(
-                z, Y, reduction="none"
-            )
+            per_unit = torch.nn.functional.binary_cross_entropy_with_logits(z, Y, reduction="none")
         else:  # -sum_k y_k log softmax(z)_k
             per_unit = -Y * torch.log_softmax(z, dim=1)
         total = per_unit.sum()
@@ -224,7 +222,7 @@ def test_gauss_newton_matches_torch(case):
     offset = 0
     for view_name, view in model.params().items():
         if view_name.startswith("W_"):
-            mask[offset:offset + view.size] = True
+            mask[offset : offset + view.size] = True
         offset += view.size
     G[mask, mask] += l2 / n
     G_model = model.gauss_newton(X, Y)

@@ -45,8 +45,13 @@ def diabetes():
 def test_constructor_only_stores_arguments():
     clf = SymgradClassifier("no/such/spec.yaml", epochs=3, learning_rate=0.1)
     assert clf.get_params() == {
-        "spec": "no/such/spec.yaml", "epochs": 3, "batch_size": None, "learning_rate": 0.1,
-        "seed": None, "dtype": None, "shuffle": True,
+        "spec": "no/such/spec.yaml",
+        "epochs": 3,
+        "batch_size": None,
+        "learning_rate": 0.1,
+        "seed": None,
+        "dtype": None,
+        "shuffle": True,
     }
     clf.set_params(epochs=5)
     assert clf.epochs == 5
@@ -107,7 +112,8 @@ def test_grid_search_regressor(diabetes):
     X, y = diabetes
     grid = GridSearchCV(
         make_pipeline(StandardScaler(), SymgradRegressor(DIABETES_SPEC)),
-        {"symgradregressor__learning_rate": [0.5, 1.0]}, cv=3,
+        {"symgradregressor__learning_rate": [0.5, 1.0]},
+        cv=3,
     ).fit(X, y)
     assert grid.best_params_ == {"symgradregressor__learning_rate": 1.0}
 
@@ -157,13 +163,17 @@ def _run_check_estimator(estimator):
 
 
 AUTO_SOFTMAX = {
-    "name": "auto_softmax", "inputs": "auto",
-    "layers": [{"units": "auto", "activation": "softmax"}], "loss": "cross_entropy",
+    "name": "auto_softmax",
+    "inputs": "auto",
+    "layers": [{"units": "auto", "activation": "softmax"}],
+    "loss": "cross_entropy",
     "optimizer": {"name": "gd", "learning_rate": 0.5, "epochs": 50},
 }
 AUTO_LINEAR = {
-    "name": "auto_linear", "inputs": "auto",
-    "layers": [{"units": "auto", "activation": "identity"}], "loss": "mse",
+    "name": "auto_linear",
+    "inputs": "auto",
+    "layers": [{"units": "auto", "activation": "identity"}],
+    "loss": "mse",
     "optimizer": {"name": "newton", "learning_rate": 1.0, "damping": 1e-6, "epochs": 1},
 }
 
@@ -204,6 +214,7 @@ def test_clear_import_error_without_sklearn():
         "try:\n    m.SymgradRegressor\nexcept ImportError as e:\n    print(e)\n"
     )
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=root, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=60
+    )
     assert "pip install scikit-learn" in proc.stdout, proc.stderr

@@ -14,8 +14,12 @@ BASE = {
     "layers": [{"units": 3, "activation": "tanh"}, {"units": 1, "activation": "sigmoid"}],
     "loss": "log_loss",
 }
-SOFTMAX = {"name": "sm", "inputs": 4, "layers": [{"units": 3, "activation": "softmax"}],
-           "loss": "cross_entropy"}
+SOFTMAX = {
+    "name": "sm",
+    "inputs": 4,
+    "layers": [{"units": 3, "activation": "softmax"}],
+    "loss": "cross_entropy",
+}
 KNOWN = "identity, sigmoid, tanh, relu, leaky_relu, softplus, elu, softmax"
 
 
@@ -37,22 +41,25 @@ def test_valid_base_loads():
 
 
 def test_unknown_activation_lists_known():
-    e = err(spec(layers=[{"units": 3, "activation": "swish"}, {"units": 1,
-                                                               "activation": "sigmoid"}]))
+    e = err(
+        spec(layers=[{"units": 3, "activation": "swish"}, {"units": 1, "activation": "sigmoid"}])
+    )
     assert e.path == "layers[0].activation"
     assert e.message == f"unknown activation 'swish'; known: {KNOWN}"
     assert str(e) == f"layers[0].activation: unknown activation 'swish'; known: {KNOWN}"
 
 
 def test_softmax_hidden():
-    e = err(spec(layers=[{"units": 3, "activation": "softmax"}, {"units": 1,
-                                                                 "activation": "sigmoid"}]))
+    e = err(
+        spec(layers=[{"units": 3, "activation": "softmax"}, {"units": 1, "activation": "sigmoid"}])
+    )
     assert str(e) == "layers[0].activation: softmax is allowed on the output layer only"
 
 
 def test_cross_entropy_without_softmax():
     assert str(err(spec(loss="cross_entropy"))) == (
-        "loss: cross_entropy needs a softmax output layer; use log_loss with sigmoid")
+        "loss: cross_entropy needs a softmax output layer; use log_loss with sigmoid"
+    )
 
 
 def test_softmax_without_cross_entropy():
@@ -70,29 +77,37 @@ def test_softmax_one_unit():
 def test_log_loss_without_sigmoid():
     d = spec(layers=[{"units": 1, "activation": "tanh"}])
     assert str(err(d)) == (
-        "loss: log_loss needs outputs in (0, 1): a sigmoid output layer, not 'tanh'")
+        "loss: log_loss needs outputs in (0, 1): a sigmoid output layer, not 'tanh'"
+    )
 
 
 def test_unknown_loss_lists_known():
     assert str(err(spec(loss="hinge"))) == (
-        "loss: unknown loss 'hinge'; known: mse, log_loss, cross_entropy")
+        "loss: unknown loss 'hinge'; known: mse, log_loss, cross_entropy"
+    )
 
 
 def test_alpha_on_wrong_activation():
-    d = spec(layers=[{"units": 3, "activation": "tanh", "alpha": 0.1},
-                     {"units": 1, "activation": "sigmoid"}])
+    d = spec(
+        layers=[
+            {"units": 3, "activation": "tanh", "alpha": 0.1},
+            {"units": 1, "activation": "sigmoid"},
+        ]
+    )
     assert str(err(d)) == "layers[0].alpha: alpha applies to leaky_relu and elu only, not 'tanh'"
 
 
 def test_bad_name():
     assert str(err(spec(name="1net"))) == (
-        "name: name must be a letter followed by letters, digits or underscores, got '1net'")
+        "name: name must be a letter followed by letters, digits or underscores, got '1net'"
+    )
 
 
 @pytest.mark.parametrize("word", ["class", "print", "list", "match", "np", "numpy"])
 def test_keyword_or_builtin_name(word):
     assert str(err(spec(name=word))) == (
-        f"name: name {word!r} is a Python keyword or built-in name; choose another")
+        f"name: name {word!r} is a Python keyword or built-in name; choose another"
+    )
 
 
 def test_name_too_long():
@@ -126,8 +141,10 @@ def test_duplicate_key():
 
 
 def test_duplicate_nested_key_names_path():
-    text = ("name: net\ninputs: 2\nlayers: [{units: 1, activation: sigmoid}]\nloss: mse\n"
-            "optimizer: {name: gd, name: sgd}\n")
+    text = (
+        "name: net\ninputs: 2\nlayers: [{units: 1, activation: sigmoid}]\nloss: mse\n"
+        "optimizer: {name: gd, name: sgd}\n"
+    )
     assert err(text).path == "optimizer.name"
 
 
@@ -150,7 +167,8 @@ def test_units_zero():
 def test_units_over_limit():
     d = spec(layers=[{"units": 65537, "activation": "sigmoid"}])
     assert str(err(d)) == (
-        "layers[0].units: input should be less than or equal to 65536, got 65537")
+        "layers[0].units: input should be less than or equal to 65536, got 65537"
+    )
 
 
 def test_units_fractional_and_bool():
@@ -172,7 +190,8 @@ def test_string_units_refused():
 
 def test_inputs_limit():
     assert str(err(spec(inputs=1_000_001))) == (
-        "inputs: input should be less than or equal to 1000000, got 1000001")
+        "inputs: input should be less than or equal to 1000000, got 1000001"
+    )
 
 
 def test_layers_limit_and_empty():
@@ -184,9 +203,11 @@ def test_layers_limit_and_empty():
 
 def test_not_a_mapping():
     assert str(err("- 1\n- 2\n")) == (
-        "the spec must be a mapping of keys (name, inputs, ...), got a list")
+        "the spec must be a mapping of keys (name, inputs, ...), got a list"
+    )
     assert str(err("\n# empty\n")) == (
-        "the spec must be a mapping of keys (name, inputs, ...), got empty document")
+        "the spec must be a mapping of keys (name, inputs, ...), got empty document"
+    )
 
 
 def test_non_string_key():
@@ -195,7 +216,8 @@ def test_non_string_key():
 
 def test_literal_choices():
     assert str(err(spec(dtype="float16"))) == (
-        "dtype: expected one of 'float32' or 'float64', got 'float16'")
+        "dtype: expected one of 'float32' or 'float64', got 'float16'"
+    )
     e = err(spec(optimizer={"name": "lbfgs"}))
     assert e.path == "optimizer.name" and "'lbfgs'" in e.message and "'newton'" in e.message
 
@@ -247,9 +269,13 @@ def test_name_colliding_with_generated_names():
 
     from symgrad import load_trainer
 
-    d = {"name": "divergence_error", "inputs": 2, "layers": [{"units": 1,
-                                                              "activation": "identity"}],
-         "loss": "mse", "optimizer": {"learning_rate": 1e6}}
+    d = {
+        "name": "divergence_error",
+        "inputs": 2,
+        "layers": [{"units": 1, "activation": "identity"}],
+        "loss": "mse",
+        "optimizer": {"learning_rate": 1e6},
+    }
     try:
         s = load_spec(d)
     except SpecError:
