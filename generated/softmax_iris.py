@@ -161,6 +161,13 @@ class SoftmaxIris:
             Y = Y[:, None]
         if Y.shape != (X.shape[0], 3):
             raise ValueError(f"Y must have shape ({X.shape[0]}, 3), got {Y.shape}")
+        row = np.abs(Y.sum(axis=1) - 1.0)
+        if row.size and row.max() > 1e-6:
+            raise ValueError(
+                f"row {int(row.argmax())} of Y sums to {Y[row.argmax()].sum():g}: softmax with "
+                "cross-entropy needs target rows that sum to 1 (the derivation's delta = a - y "
+                "uses it)"
+            )
         return Y
 
     def _forward(self, X):

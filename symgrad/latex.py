@@ -150,8 +150,32 @@ def _frac(text: str) -> str:
         if text.startswith("\\frac", i) and text[i + 5 : i + 6] == "{":
             num, j = _group(text, i + 5)
             den, k = _group(text, j) if text[j : j + 1] == "{" else ("", j)
-            out.append(f"({_frac(num)})/({_frac(den)})")
+            num, den = _frac(num), _frac(den)
+            wrap = [x if x.replace(" ", "").isalnum() else f"({x})" for x in (num, den)]
+            out.append(f"{wrap[0]}/{wrap[1]}")
             i = k
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _groups(text: str) -> str:
+    """``\\sqrt{x}`` -> ``sqrt(x)``; ``^{x y}`` -> ``^(x y)`` (a one-token group loses braces)."""
+    out = []
+    i = 0
+    while i < len(text):
+        if text.startswith("\\sqrt{", i):
+            inner, i = _group(text, i + 5)
+            out.append(f"sqrt({_groups(inner)})")
+        elif text[i] in "^_" and text[i + 1 : i + 2] == "{":
+            inner, j = _group(text, i + 1)
+            inner = _groups(inner)
+            simple = inner.replace("(", "").replace(")", "").isalnum() or (
+                inner.startswith("(") and inner.endswith(")")
+            )
+            out.append(text[i] + (inner if simple else f"({inner})"))
+            i = j
         else:
             out.append(text[i])
             i += 1
@@ -160,7 +184,7 @@ def _frac(text: str) -> str:
 
 def latex_to_text(tex: str) -> str:
     """A readable plain-text rendering of one LaTeX equation body (for terminals)."""
-    text = _frac(tex)
+    text = _groups(_frac(tex))
     for old, new in _TEXT_SUBS:
         text = text.replace(old, new)
     text = text.replace(r"\{", "{").replace(r"\}", "}")
