@@ -73,6 +73,15 @@ class DivergenceError(FloatingPointError):
     """Training produced NaN or inf; the parameters were restored to the last good ones."""
 
 
+class _Diverged(Exception):
+    """Raised inside the training loop: batch ``index`` of a run gave a non-finite loss."""
+
+    def __init__(self, index, loss):
+        super().__init__(index, loss)
+        self.index = index
+        self.loss = loss
+
+
 class DiabetesLinear:
     """A 10-1 network (identity) trained on the mse cost.
 
@@ -341,22 +350,27 @@ class DiabetesLinear:
             rr = rr_new
         return p
 
-    def _make_step(self, m, track):
-        """One damped Newton step (14) per batch of m samples."""
+    def _make_runner(self, m, track):
+        """Damped Newton steps (14) on consecutive batches of m samples."""
         store = self._store
 
-        def step(x, y, labels):
-            X = x[:, :-1]
-            result = None
-            if track:
-                cache = self._forward(X)
-                batch_loss = self._loss_sum(cache[-2], cache[-1], y)
-                result = (batch_loss, 0)
-            p = self.newton_direction(X, y)
-            np.subtract(store, self.learning_rate * p[_PUBLIC], store)
-            return result
+        def run(X, Y, labels, order, start, count):
+            total, correct = 0.0, 0
+            for i in range(count):
+                lo = start + i * m
+                rows = slice(lo, lo + m) if order is None else order[lo:lo + m]
+                x, y = X[rows], Y[rows]
+                if track:
+                    cache = self._forward(x)
+                    batch_loss = self._loss_sum(cache[-2], cache[-1], y)
+                    if not math.isfinite(batch_loss):
+                        raise _Diverged(i, batch_loss)
+                    total += batch_loss
+                p = self.newton_direction(x, y)
+                np.subtract(store, self.learning_rate * p[_PUBLIC], store)
+            return total, correct
 
-        return step
+        return run
 
     def _init_optimizer(self):
         self._opt_state = {"t": 0}
@@ -377,7 +391,7 @@ class DiabetesLinear:
         and ``val_loss`` with validation data. ``track=False``
         skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
         """
-        X = self._check_X(X)
+        X = np.ascontiguousarray(self._check_X(X))
         Y = np.ascontiguousarray(self._check_Y(X, Y))
         n = X.shape[0]
         epochs = self.epochs if epochs is None else int(epochs)
@@ -385,71 +399,55 @@ class DiabetesLinear:
         m = min(int(m), n)
         if self._opt_state is None:
             self._init_optimizer()
-        Xa = np.empty((n, 11), dtype=self.dtype)  # [X | 1]: the bias is a column
-        Xa[:, :10] = X
-        Xa[:, 10] = 1.0
         labels = None
         history = {"loss": []}
         if X_val is not None:
             history["val_loss"] = []
+        full, rest = divmod(n, m)
+        plan = []  # (runner, first sample, number of batches)
+        if full:
+            plan.append((self._runner(m, track), 0, full))
+        if rest:
+            plan.append((self._runner(rest, track), full * m, 1))
         store = self._store
         good = store.copy()
-        gather = {}
-        # NaN or inf is caught explicitly below (a DivergenceError), so NumPy stays quiet
+        # NaN or inf is caught explicitly (a DivergenceError), so NumPy stays quiet meanwhile
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            return self._epochs(Xa, Y, labels, epochs, m, shuffle, track, X_val, Y_val,
-                                callback, verbose, history, good, gather)
-
-    def _epochs(self, Xa, Y, labels, epochs, m, shuffle, track, X_val, Y_val, callback, verbose,
-                history, good, gather):
-        n = Xa.shape[0]
-        store = self._store
-        for _ in range(epochs):
-            np.copyto(good, store)
-            order = None
-            if shuffle:
-                order = np.random.default_rng((self.seed, self.epochs_done)).permutation(n)
-            total = 0.0
-            correct = 0
-            for bi, lo in enumerate(range(0, n, m)):
-                hi = min(lo + m, n)
-                size = hi - lo
-                key = (size, track, self.learning_rate, self.l2, self.l1)
-                step = self._steps.get(key)
-                if step is None:
-                    step = self._steps[key] = self._make_step(size, track)
-                if order is None:
-                    x, y = Xa[lo:hi], Y[lo:hi]
-                    lab = None if labels is None else labels[lo:hi]
-                else:
-                    if size not in gather:
-                        gather[size] = (np.empty((size, 11), dtype=self.dtype),
-                                        np.empty((size, 1), dtype=self.dtype))
-                    x, y = gather[size]
-                    idx = order[lo:hi]
-                    np.take(Xa, idx, axis=0, out=x)
-                    np.take(Y, idx, axis=0, out=y)
-                    lab = None if labels is None else labels[idx]
-                result = step(x, y, lab)
-                if result is not None:
-                    if not math.isfinite(result[0]):
-                        self._diverged(good, f"batch {bi + 1}: the loss became {result[0]}")
-                    total += result[0]
-                    correct += result[1]
-            if not np.isfinite(store).all():
-                where = (f"batch {bi + 1} (the epoch's last update)" if track
-                         else f"one of its {bi + 1} batches")
-                self._diverged(good, f"{where}: a parameter became NaN or inf")
-            self.epochs_done += 1
-            if track:
-                history["loss"].append((total + self._penalty()) / n)
-            if X_val is not None:
-                history["val_loss"].append(self.loss(X_val, Y_val))
-            if verbose:
-                print(f"epoch {self.epochs_done}: loss {history['loss'][-1]:.6g}")
-            if callback is not None and callback(self.epochs_done, history) is False:
-                break
+            for _ in range(epochs):
+                np.copyto(good, store)
+                order = None
+                if shuffle:
+                    order = np.random.default_rng((self.seed, self.epochs_done)).permutation(n)
+                total, correct, done = 0.0, 0, 0
+                try:
+                    for run, start, count in plan:
+                        t, c = run(X, Y, labels, order, start, count)
+                        total += t
+                        correct += c
+                        done += count
+                except _Diverged as exc:
+                    self._diverged(good, f"batch {done + exc.index + 1}: the loss became {exc.loss}")
+                if not np.isfinite(store).all():
+                    where = (f"batch {done} (the epoch's last update)" if track
+                             else f"one of its {done} batches")
+                    self._diverged(good, f"{where}: a parameter became NaN or inf")
+                self.epochs_done += 1
+                if track:
+                    history["loss"].append((total + self._penalty()) / n)
+                if X_val is not None:
+                    history["val_loss"].append(self.loss(X_val, Y_val))
+                if verbose:
+                    print(f"epoch {self.epochs_done}: loss {history['loss'][-1]:.6g}")
+                if callback is not None and callback(self.epochs_done, history) is False:
+                    break
         return history
+
+    def _runner(self, m, track):
+        key = (m, track, self.learning_rate, self.l2, self.l1)
+        run = self._steps.get(key)
+        if run is None:
+            run = self._steps[key] = self._make_runner(m, track)
+        return run
 
     def _diverged(self, good, what):
         np.copyto(self._store, good)

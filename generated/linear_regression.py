@@ -73,6 +73,15 @@ class DivergenceError(FloatingPointError):
     """Training produced NaN or inf; the parameters were restored to the last good ones."""
 
 
+class _Diverged(Exception):
+    """Raised inside the training loop: batch ``index`` of a run gave a non-finite loss."""
+
+    def __init__(self, index, loss):
+        super().__init__(index, loss)
+        self.index = index
+        self.loss = loss
+
+
 class LinearRegression:
     """A 3-1 network (identity) trained on the mse cost.
 
@@ -303,8 +312,8 @@ class LinearRegression:
         return self._full(X, Y, True)
 
     # -- training ----------------------------------------------------------------------------
-    def _make_step(self, m, track):
-        """A closure that does one forward, backward and gd pass on a batch of m samples.
+    def _make_runner(self, m, track):
+        """A closure that trains on consecutive batches of m samples (gd).
 
         Every array it touches is allocated here, once per batch size, so the training loop
         allocates nothing. Calls read ``ufunc(x, y, out)``: the result goes into ``out``.
@@ -314,30 +323,43 @@ class LinearRegression:
         grad = self._scratch["grad"]  # shared by the steps of every batch size
         # eta/m is folded into the output delta: the products below give eta * dC/dW directly
         scale = self.learning_rate / m
-        Wb_1 = self._Wb_1
+        xg = np.empty((m, 3), dtype=dt)  # shuffled batches are gathered here
+        yg = np.empty((m, 1), dtype=dt)
+        W_1, b_1 = self.W_1, self.b_1
         gWb_1 = grad[0:4].reshape(1, 4)
+        gW_1, gb_1 = gWb_1[:, :3], gWb_1[:, 3]
         a_1 = np.empty((m, 1), dtype=dt)
         delta_1 = np.empty((m, 1), dtype=dt)
 
-        def step(x, y, labels):
-            """x: (m, 3 + 1) inputs with a ones column; y: (m, 1) targets."""
-            Y = y
-            # (2) layer 1: z_1 = [a_0 | 1] Wb_1^T, a_1 = f_1(z_1)
-            np.matmul(x, Wb_1.T, a_1)
-            result = None
-            if track:
-                batch_loss = self._loss_sum(a_1, a_1, Y)
-                result = (batch_loss, 0)
-            # (6) output delta
-            np.subtract(a_1, Y, delta_1)
-            np.multiply(delta_1, scale, delta_1)
-            # (7) [dC/dW_1 | dC/db_1] = delta_1^T [a_0 | 1]
-            np.matmul(delta_1.T, x, gWb_1)
-            # theta <- theta - eta grad C  (Delta v = -eta grad C, seed 001)
-            np.subtract(store, grad, store)
-            return result
+        def run(X, Y_all, labels, order, start, count):
+            """Train on ``count`` batches: rows start + i m ... (of ``order`` when shuffled)."""
+            total, correct = 0.0, 0
+            for i in range(count):
+                lo = start + i * m
+                if order is None:
+                    x, Y = X[lo:lo + m], Y_all[lo:lo + m]
+                else:
+                    idx = order[lo:lo + m]
+                    x, Y = np.take(X, idx, 0, xg), np.take(Y_all, idx, 0, yg)
+                # (2) layer 1: z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+                np.dot(x, W_1.T, a_1)
+                np.add(a_1, b_1, a_1)
+                if track:
+                    batch_loss = self._loss_sum(a_1, a_1, Y)
+                    if not math.isfinite(batch_loss):
+                        raise _Diverged(i, batch_loss)
+                    total += batch_loss
+                # (6) output delta
+                np.subtract(a_1, Y, delta_1)
+                np.multiply(delta_1, scale, delta_1)
+                # (7) dC/dW_1 = delta_1^T x, dC/db_1 = sum of delta_1 over the batch
+                np.matmul(delta_1.T, x, gW_1)
+                np.add.reduce(delta_1, 0, None, gb_1)
+                # theta <- theta - eta grad C  (Delta v = -eta grad C, seed 001)
+                np.subtract(store, grad, store)
+            return total, correct
 
-        return step
+        return run
 
     def _init_optimizer(self):
         self._opt_state = {"t": 0}
@@ -359,7 +381,7 @@ class LinearRegression:
         and ``val_loss`` with validation data. ``track=False``
         skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
         """
-        X = self._check_X(X)
+        X = np.ascontiguousarray(self._check_X(X))
         Y = np.ascontiguousarray(self._check_Y(X, Y))
         n = X.shape[0]
         epochs = self.epochs if epochs is None else int(epochs)
@@ -367,71 +389,55 @@ class LinearRegression:
         m = min(int(m), n)
         if self._opt_state is None:
             self._init_optimizer()
-        Xa = np.empty((n, 4), dtype=self.dtype)  # [X | 1]: the bias is a column
-        Xa[:, :3] = X
-        Xa[:, 3] = 1.0
         labels = None
         history = {"loss": []}
         if X_val is not None:
             history["val_loss"] = []
+        full, rest = divmod(n, m)
+        plan = []  # (runner, first sample, number of batches)
+        if full:
+            plan.append((self._runner(m, track), 0, full))
+        if rest:
+            plan.append((self._runner(rest, track), full * m, 1))
         store = self._store
         good = store.copy()
-        gather = {}
-        # NaN or inf is caught explicitly below (a DivergenceError), so NumPy stays quiet
+        # NaN or inf is caught explicitly (a DivergenceError), so NumPy stays quiet meanwhile
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            return self._epochs(Xa, Y, labels, epochs, m, shuffle, track, X_val, Y_val,
-                                callback, verbose, history, good, gather)
-
-    def _epochs(self, Xa, Y, labels, epochs, m, shuffle, track, X_val, Y_val, callback, verbose,
-                history, good, gather):
-        n = Xa.shape[0]
-        store = self._store
-        for _ in range(epochs):
-            np.copyto(good, store)
-            order = None
-            if shuffle:
-                order = np.random.default_rng((self.seed, self.epochs_done)).permutation(n)
-            total = 0.0
-            correct = 0
-            for bi, lo in enumerate(range(0, n, m)):
-                hi = min(lo + m, n)
-                size = hi - lo
-                key = (size, track, self.learning_rate, self.l2, self.l1)
-                step = self._steps.get(key)
-                if step is None:
-                    step = self._steps[key] = self._make_step(size, track)
-                if order is None:
-                    x, y = Xa[lo:hi], Y[lo:hi]
-                    lab = None if labels is None else labels[lo:hi]
-                else:
-                    if size not in gather:
-                        gather[size] = (np.empty((size, 4), dtype=self.dtype),
-                                        np.empty((size, 1), dtype=self.dtype))
-                    x, y = gather[size]
-                    idx = order[lo:hi]
-                    np.take(Xa, idx, axis=0, out=x)
-                    np.take(Y, idx, axis=0, out=y)
-                    lab = None if labels is None else labels[idx]
-                result = step(x, y, lab)
-                if result is not None:
-                    if not math.isfinite(result[0]):
-                        self._diverged(good, f"batch {bi + 1}: the loss became {result[0]}")
-                    total += result[0]
-                    correct += result[1]
-            if not np.isfinite(store).all():
-                where = (f"batch {bi + 1} (the epoch's last update)" if track
-                         else f"one of its {bi + 1} batches")
-                self._diverged(good, f"{where}: a parameter became NaN or inf")
-            self.epochs_done += 1
-            if track:
-                history["loss"].append((total + self._penalty()) / n)
-            if X_val is not None:
-                history["val_loss"].append(self.loss(X_val, Y_val))
-            if verbose:
-                print(f"epoch {self.epochs_done}: loss {history['loss'][-1]:.6g}")
-            if callback is not None and callback(self.epochs_done, history) is False:
-                break
+            for _ in range(epochs):
+                np.copyto(good, store)
+                order = None
+                if shuffle:
+                    order = np.random.default_rng((self.seed, self.epochs_done)).permutation(n)
+                total, correct, done = 0.0, 0, 0
+                try:
+                    for run, start, count in plan:
+                        t, c = run(X, Y, labels, order, start, count)
+                        total += t
+                        correct += c
+                        done += count
+                except _Diverged as exc:
+                    self._diverged(good, f"batch {done + exc.index + 1}: the loss became {exc.loss}")
+                if not np.isfinite(store).all():
+                    where = (f"batch {done} (the epoch's last update)" if track
+                             else f"one of its {done} batches")
+                    self._diverged(good, f"{where}: a parameter became NaN or inf")
+                self.epochs_done += 1
+                if track:
+                    history["loss"].append((total + self._penalty()) / n)
+                if X_val is not None:
+                    history["val_loss"].append(self.loss(X_val, Y_val))
+                if verbose:
+                    print(f"epoch {self.epochs_done}: loss {history['loss'][-1]:.6g}")
+                if callback is not None and callback(self.epochs_done, history) is False:
+                    break
         return history
+
+    def _runner(self, m, track):
+        key = (m, track, self.learning_rate, self.l2, self.l1)
+        run = self._steps.get(key)
+        if run is None:
+            run = self._steps[key] = self._make_runner(m, track)
+        return run
 
     def _diverged(self, good, what):
         np.copyto(self._store, good)

@@ -53,13 +53,14 @@ def training_memory_bytes(
 
     With P parameters, widths u_l, d inputs, K outputs, n samples, batch size m and item size s::
 
-        s * [ n (d + 1)                    # [X | 1], built once per fit
-            + (3 + k) P                    # gradient, work vector (not for plain gd/sgd/momentum),
+        s * [ (3 + k) P                    # gradient, work vector (not for plain gd/sgd/momentum),
                                            # last good parameters, k optimiser state vectors
             + 2 * sum_l m (4 u_l + 1)      # per batch size (full and last): a, delta, z, scratch
-            + 2 * m (d + 1 + K) ]          # shuffled batch copies (shuffle=True)
+            + 2 * m (d + K) ]              # per batch size: the buffers shuffled rows go to
         + 8 n                              # class labels for the accuracy (classifiers)
         + 2 P^2 s                          # Newton with the exact Hessian (P <= 2,000)
+
+    ``shuffle`` is accepted for symmetry; the gather buffers exist either way.
     """
     s = np.dtype(dtype or spec.dtype).itemsize
     n = int(n_samples)
@@ -71,10 +72,8 @@ def training_memory_bytes(
     ):
         k -= 1  # no work vector
     sizes = {m, n % m} - {0}
-    total = n * (d + 1) * s + (3 + k) * P * s
-    total += sum(_batch_bytes(spec, size, s) for size in sizes)
-    if shuffle:
-        total += sum(size * (d + 1 + K) * s for size in sizes)
+    total = (3 + k) * P * s
+    total += sum(_batch_bytes(spec, size, s) + size * (d + K) * s for size in sizes)
     if spec.is_classifier:
         total += 8 * n
     if spec.optimizer.name == "newton" and P <= NEWTON_EXACT_MAX:
