@@ -22,8 +22,10 @@ y = sp.Symbol("y", real=True)
 alpha = sp.Symbol("alpha", positive=True)
 
 #: Seconds SymPy may spend on one search or simplification before we keep the plain form.
-SOLVE_BUDGET = 3.0
-SIMPLIFY_BUDGET = 3.0
+#: Every built-in and example expression needs well under 0.5 s, so the output is the same on
+#: any machine; only pathological custom expressions reach the budget.
+SOLVE_BUDGET = 5.0
+SIMPLIFY_BUDGET = 8.0
 
 
 class softplus(sp.Function):  # noqa: N801 - SymPy function names are lower case

@@ -29,6 +29,17 @@ def time_budget(seconds: float) -> Iterator[None]:
     previous_left, _ = signal.getitimer(signal.ITIMER_REAL)
 
     def _raise(signum, frame):  # noqa: ARG001
+        # An exception raised inside a garbage-collector or weakref callback, or a __del__, is
+        # swallowed by Python ("exception ignored"): wait until we are out of it.
+        f = frame
+        for _ in range(3):  # such a callback is the innermost code when the signal lands
+            if f is None:
+                break
+            name = f.f_code.co_name
+            if name == "__del__" or name.endswith("callback"):
+                signal.setitimer(signal.ITIMER_REAL, 0.01)
+                return
+            f = f.f_back
         raise BudgetExceeded(f"over the {seconds:g} s budget")
 
     use = seconds if previous_left == 0 else min(seconds, previous_left)
