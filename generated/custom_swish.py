@@ -57,9 +57,16 @@ NEWTON_EXACT_MAX = 2000
 
 
 def _public_index():
-    """For each position of the internal storage ([W_l | b_l] per layer), its public index."""
+    """For each position of the internal storage, its public index (``get_flat`` order).
+
+    Layer 1 is stored as in public (W_1 row-major, then b_1): it reads X directly. Later layers
+    keep the rows [W_l | b_l], so one product with [a_{l-1} | 1] includes the bias.
+    """
     parts = []
     for units, fan_in, w0, b0 in [(8, 4, 0, 32), (1, 8, 40, 48)]:
+        if w0 == 0:
+            parts.append(np.arange(units * fan_in + units))
+            continue
         idx = np.empty((units, fan_in + 1), dtype=np.int64)
         idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
         idx[:, fan_in] = b0 + np.arange(units)
@@ -70,8 +77,8 @@ def _public_index():
 _PUBLIC = _public_index()
 #: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
 _WEIGHT_MASK = np.concatenate(
-    [np.hstack([np.ones((u, f)), np.zeros((u, 1))]).ravel() for u, f, _, _ in [(8, 4, 0, 32), (1, 8, 40, 48)]]
-)
+    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in [(8, 4, 0, 32), (1, 8, 40, 48)]]
+)[_PUBLIC]
 
 
 class DivergenceError(FloatingPointError):
@@ -123,9 +130,8 @@ class CustomSwish:
 
     def _views(self):
         s = self._store
-        self._Wb_1 = s[0:40].reshape(8, 5)
-        self.W_1 = self._Wb_1[:, :4]
-        self.b_1 = self._Wb_1[:, 4]
+        self.W_1 = s[0:32].reshape(8, 4)
+        self.b_1 = s[32:40]
         self._Wb_2 = s[40:49].reshape(1, 9)
         self.W_2 = self._Wb_2[:, :8]
         self.b_2 = self._Wb_2[:, 8]
@@ -408,8 +414,8 @@ class CustomSwish:
         xg = np.empty((m, 4), dtype=dt)  # shuffled batches are gathered here
         yg = np.empty((m, 1), dtype=dt)
         W_1, b_1 = self.W_1, self.b_1
-        gWb_1 = grad[0:40].reshape(8, 5)
-        gW_1, gb_1 = gWb_1[:, :4], gWb_1[:, 4]
+        gW_1 = grad[0:32].reshape(8, 4)
+        gb_1 = grad[32:40]
         a_1_1 = np.ones((m, 9), dtype=dt)  # [a_1 | 1]: the next layer's input
         a_1 = a_1_1[:, :8]
         z_1 = np.empty((m, 8), dtype=dt)
@@ -475,7 +481,7 @@ class CustomSwish:
                 np.add(t_1_0, 1, t_1_0)
                 np.multiply(delta_1, t_1_0, delta_1)
                 # (11) dC/dW_1 = delta_1^T x, dC/db_1 = sum of delta_1 over the batch
-                np.matmul(delta_1.T, x, gW_1)
+                np.dot(delta_1.T, x, gW_1)
                 np.add.reduce(delta_1, 0, None, gb_1)
                 # E <- rho E + (1 - rho) g^2; theta <- theta - eta g / (sqrt(E) + eps)
                 np.multiply(grad, grad, work)

@@ -52,9 +52,16 @@ NEWTON_EXACT_MAX = 2000
 
 
 def _public_index():
-    """For each position of the internal storage ([W_l | b_l] per layer), its public index."""
+    """For each position of the internal storage, its public index (``get_flat`` order).
+
+    Layer 1 is stored as in public (W_1 row-major, then b_1): it reads X directly. Later layers
+    keep the rows [W_l | b_l], so one product with [a_{l-1} | 1] includes the bias.
+    """
     parts = []
     for units, fan_in, w0, b0 in [(1, 10, 0, 10)]:
+        if w0 == 0:
+            parts.append(np.arange(units * fan_in + units))
+            continue
         idx = np.empty((units, fan_in + 1), dtype=np.int64)
         idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
         idx[:, fan_in] = b0 + np.arange(units)
@@ -65,8 +72,8 @@ def _public_index():
 _PUBLIC = _public_index()
 #: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
 _WEIGHT_MASK = np.concatenate(
-    [np.hstack([np.ones((u, f)), np.zeros((u, 1))]).ravel() for u, f, _, _ in [(1, 10, 0, 10)]]
-)
+    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in [(1, 10, 0, 10)]]
+)[_PUBLIC]
 
 
 class DivergenceError(FloatingPointError):
@@ -116,9 +123,8 @@ class DiabetesLinear:
 
     def _views(self):
         s = self._store
-        self._Wb_1 = s[0:11].reshape(1, 11)
-        self.W_1 = self._Wb_1[:, :10]
-        self.b_1 = self._Wb_1[:, 10]
+        self.W_1 = s[0:10].reshape(1, 10)
+        self.b_1 = s[10:11]
 
     # -- parameters --------------------------------------------------------------------------
     @property

@@ -58,9 +58,16 @@ NEWTON_EXACT_MAX = 2000
 
 
 def _public_index():
-    """For each position of the internal storage ([W_l | b_l] per layer), its public index."""
+    """For each position of the internal storage, its public index (``get_flat`` order).
+
+    Layer 1 is stored as in public (W_1 row-major, then b_1): it reads X directly. Later layers
+    keep the rows [W_l | b_l], so one product with [a_{l-1} | 1] includes the bias.
+    """
     parts = []
     for units, fan_in, w0, b0 in [(256, 784, 0, 200704), (128, 256, 200960, 233728), (10, 128, 233856, 235136)]:
+        if w0 == 0:
+            parts.append(np.arange(units * fan_in + units))
+            continue
         idx = np.empty((units, fan_in + 1), dtype=np.int64)
         idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
         idx[:, fan_in] = b0 + np.arange(units)
@@ -71,8 +78,8 @@ def _public_index():
 _PUBLIC = _public_index()
 #: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
 _WEIGHT_MASK = np.concatenate(
-    [np.hstack([np.ones((u, f)), np.zeros((u, 1))]).ravel() for u, f, _, _ in [(256, 784, 0, 200704), (128, 256, 200960, 233728), (10, 128, 233856, 235136)]]
-)
+    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in [(256, 784, 0, 200704), (128, 256, 200960, 233728), (10, 128, 233856, 235136)]]
+)[_PUBLIC]
 
 
 def _softmax(z, out=None):
@@ -140,9 +147,8 @@ class FashionMlp:
 
     def _views(self):
         s = self._store
-        self._Wb_1 = s[0:200960].reshape(256, 785)
-        self.W_1 = self._Wb_1[:, :784]
-        self.b_1 = self._Wb_1[:, 784]
+        self.W_1 = s[0:200704].reshape(256, 784)
+        self.b_1 = s[200704:200960]
         self._Wb_2 = s[200960:233856].reshape(128, 257)
         self.W_2 = self._Wb_2[:, :256]
         self.b_2 = self._Wb_2[:, 256]
@@ -402,17 +408,19 @@ class FashionMlp:
         xg = np.empty((m, 784), dtype=dt)  # shuffled batches are gathered here
         yg = np.empty((m, 10), dtype=dt)
         W_1, b_1 = self.W_1, self.b_1
-        gWb_1 = grad[0:200960].reshape(256, 785)
-        gW_1, gb_1 = gWb_1[:, :784], gWb_1[:, 784]
+        gW_1 = grad[0:200704].reshape(256, 784)
+        gb_1 = grad[200704:200960]
         a_1_1 = np.ones((m, 257), dtype=dt)  # [a_1 | 1]: the next layer's input
         a_1 = a_1_1[:, :256]
         delta_1 = np.empty((m, 256), dtype=dt)
+        t_1_0 = np.empty((m, 256), dtype=dt)
         Wb_2 = self._Wb_2
         W_2 = self.W_2
         gWb_2 = grad[200960:233856].reshape(128, 257)
         a_2_1 = np.ones((m, 129), dtype=dt)  # [a_2 | 1]: the next layer's input
         a_2 = a_2_1[:, :128]
         delta_2 = np.empty((m, 128), dtype=dt)
+        t_2_0 = np.empty((m, 128), dtype=dt)
         Wb_3 = self._Wb_3
         W_3 = self.W_3
         gWb_3 = grad[233856:235146].reshape(10, 129)
@@ -456,14 +464,16 @@ class FashionMlp:
                 np.dot(delta_3.T, a_2_1, gWb_3)
                 # (10) delta_2 = f'_2 * (delta_3 W_3)
                 np.dot(delta_3, W_3, delta_2)
-                np.multiply(delta_2, (a_2 > 0), delta_2)
+                np.greater(a_2, 0, t_2_0)
+                np.multiply(delta_2, t_2_0, delta_2)
                 # (14) [dC/dW_2 | dC/db_2] = delta_2^T [a_1 | 1]
                 np.dot(delta_2.T, a_1_1, gWb_2)
                 # (12) delta_1 = f'_1 * (delta_2 W_2)
                 np.dot(delta_2, W_2, delta_1)
-                np.multiply(delta_1, (a_1 > 0), delta_1)
+                np.greater(a_1, 0, t_1_0)
+                np.multiply(delta_1, t_1_0, delta_1)
                 # (13) dC/dW_1 = delta_1^T x, dC/db_1 = sum of delta_1 over the batch
-                np.matmul(delta_1.T, x, gW_1)
+                np.dot(delta_1.T, x, gW_1)
                 np.add.reduce(delta_1, 0, None, gb_1)
                 # m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
                 # theta <- theta - eta sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps sqrt(1 - b2^t))

@@ -52,9 +52,16 @@ NEWTON_EXACT_MAX = 2000
 
 
 def _public_index():
-    """For each position of the internal storage ([W_l | b_l] per layer), its public index."""
+    """For each position of the internal storage, its public index (``get_flat`` order).
+
+    Layer 1 is stored as in public (W_1 row-major, then b_1): it reads X directly. Later layers
+    keep the rows [W_l | b_l], so one product with [a_{l-1} | 1] includes the bias.
+    """
     parts = []
     for units, fan_in, w0, b0 in [(1, 3, 0, 3)]:
+        if w0 == 0:
+            parts.append(np.arange(units * fan_in + units))
+            continue
         idx = np.empty((units, fan_in + 1), dtype=np.int64)
         idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
         idx[:, fan_in] = b0 + np.arange(units)
@@ -65,8 +72,8 @@ def _public_index():
 _PUBLIC = _public_index()
 #: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
 _WEIGHT_MASK = np.concatenate(
-    [np.hstack([np.ones((u, f)), np.zeros((u, 1))]).ravel() for u, f, _, _ in [(1, 3, 0, 3)]]
-)
+    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in [(1, 3, 0, 3)]]
+)[_PUBLIC]
 
 
 class DivergenceError(FloatingPointError):
@@ -116,9 +123,8 @@ class LinearRegression:
 
     def _views(self):
         s = self._store
-        self._Wb_1 = s[0:4].reshape(1, 4)
-        self.W_1 = self._Wb_1[:, :3]
-        self.b_1 = self._Wb_1[:, 3]
+        self.W_1 = s[0:3].reshape(1, 3)
+        self.b_1 = s[3:4]
 
     # -- parameters --------------------------------------------------------------------------
     @property
@@ -326,8 +332,8 @@ class LinearRegression:
         xg = np.empty((m, 3), dtype=dt)  # shuffled batches are gathered here
         yg = np.empty((m, 1), dtype=dt)
         W_1, b_1 = self.W_1, self.b_1
-        gWb_1 = grad[0:4].reshape(1, 4)
-        gW_1, gb_1 = gWb_1[:, :3], gWb_1[:, 3]
+        gW_1 = grad[0:3].reshape(1, 3)
+        gb_1 = grad[3:4]
         a_1 = np.empty((m, 1), dtype=dt)
         delta_1 = np.empty((m, 1), dtype=dt)
 
@@ -353,7 +359,7 @@ class LinearRegression:
                 np.subtract(a_1, Y, delta_1)
                 np.multiply(delta_1, scale, delta_1)
                 # (7) dC/dW_1 = delta_1^T x, dC/db_1 = sum of delta_1 over the batch
-                np.matmul(delta_1.T, x, gW_1)
+                np.dot(delta_1.T, x, gW_1)
                 np.add.reduce(delta_1, 0, None, gb_1)
                 # theta <- theta - eta grad C  (Delta v = -eta grad C, seed 001)
                 np.subtract(store, grad, store)

@@ -58,9 +58,16 @@ NEWTON_EXACT_MAX = 2000
 
 
 def _public_index():
-    """For each position of the internal storage ([W_l | b_l] per layer), its public index."""
+    """For each position of the internal storage, its public index (``get_flat`` order).
+
+    Layer 1 is stored as in public (W_1 row-major, then b_1): it reads X directly. Later layers
+    keep the rows [W_l | b_l], so one product with [a_{l-1} | 1] includes the bias.
+    """
     parts = []
     for units, fan_in, w0, b0 in [(32, 64, 0, 2048), (16, 32, 2080, 2592), (10, 16, 2608, 2768)]:
+        if w0 == 0:
+            parts.append(np.arange(units * fan_in + units))
+            continue
         idx = np.empty((units, fan_in + 1), dtype=np.int64)
         idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
         idx[:, fan_in] = b0 + np.arange(units)
@@ -71,8 +78,8 @@ def _public_index():
 _PUBLIC = _public_index()
 #: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
 _WEIGHT_MASK = np.concatenate(
-    [np.hstack([np.ones((u, f)), np.zeros((u, 1))]).ravel() for u, f, _, _ in [(32, 64, 0, 2048), (16, 32, 2080, 2592), (10, 16, 2608, 2768)]]
-)
+    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in [(32, 64, 0, 2048), (16, 32, 2080, 2592), (10, 16, 2608, 2768)]]
+)[_PUBLIC]
 
 
 def _softmax(z, out=None):
@@ -140,9 +147,8 @@ class MlpDigits:
 
     def _views(self):
         s = self._store
-        self._Wb_1 = s[0:2080].reshape(32, 65)
-        self.W_1 = self._Wb_1[:, :64]
-        self.b_1 = self._Wb_1[:, 64]
+        self.W_1 = s[0:2048].reshape(32, 64)
+        self.b_1 = s[2048:2080]
         self._Wb_2 = s[2080:2608].reshape(16, 33)
         self.W_2 = self._Wb_2[:, :32]
         self.b_2 = self._Wb_2[:, 32]
@@ -415,8 +421,8 @@ class MlpDigits:
         xg = np.empty((m, 64), dtype=dt)  # shuffled batches are gathered here
         yg = np.empty((m, 10), dtype=dt)
         W_1, b_1 = self.W_1, self.b_1
-        gWb_1 = grad[0:2080].reshape(32, 65)
-        gW_1, gb_1 = gWb_1[:, :64], gWb_1[:, 64]
+        gW_1 = grad[0:2048].reshape(32, 64)
+        gb_1 = grad[2048:2080]
         a_1_1 = np.ones((m, 33), dtype=dt)  # [a_1 | 1]: the next layer's input
         a_1 = a_1_1[:, :32]
         delta_1 = np.empty((m, 32), dtype=dt)
@@ -427,6 +433,7 @@ class MlpDigits:
         a_2_1 = np.ones((m, 17), dtype=dt)  # [a_2 | 1]: the next layer's input
         a_2 = a_2_1[:, :16]
         delta_2 = np.empty((m, 16), dtype=dt)
+        t_2_0 = np.empty((m, 16), dtype=dt)
         Wb_3 = self._Wb_3
         W_3 = self.W_3
         gWb_3 = grad[2608:2778].reshape(10, 17)
@@ -470,7 +477,8 @@ class MlpDigits:
                 np.dot(delta_3.T, a_2_1, gWb_3)
                 # (12) delta_2 = f'_2 * (delta_3 W_3)
                 np.dot(delta_3, W_3, delta_2)
-                np.multiply(delta_2, (a_2 > 0), delta_2)
+                np.greater(a_2, 0, t_2_0)
+                np.multiply(delta_2, t_2_0, delta_2)
                 # (16) [dC/dW_2 | dC/db_2] = delta_2^T [a_1 | 1]
                 np.dot(delta_2.T, a_1_1, gWb_2)
                 # (14) delta_1 = f'_1 * (delta_2 W_2)
@@ -479,7 +487,7 @@ class MlpDigits:
                 np.subtract(1, t_1_0, t_1_0)
                 np.multiply(delta_1, t_1_0, delta_1)
                 # (15) dC/dW_1 = delta_1^T x, dC/db_1 = sum of delta_1 over the batch
-                np.matmul(delta_1.T, x, gW_1)
+                np.dot(delta_1.T, x, gW_1)
                 np.add.reduce(delta_1, 0, None, gb_1)
                 np.multiply(store, pen_l2, work)
                 np.add(grad, work, grad)

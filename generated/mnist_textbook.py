@@ -55,9 +55,16 @@ NEWTON_EXACT_MAX = 2000
 
 
 def _public_index():
-    """For each position of the internal storage ([W_l | b_l] per layer), its public index."""
+    """For each position of the internal storage, its public index (``get_flat`` order).
+
+    Layer 1 is stored as in public (W_1 row-major, then b_1): it reads X directly. Later layers
+    keep the rows [W_l | b_l], so one product with [a_{l-1} | 1] includes the bias.
+    """
     parts = []
     for units, fan_in, w0, b0 in [(30, 784, 0, 23520), (10, 30, 23550, 23850)]:
+        if w0 == 0:
+            parts.append(np.arange(units * fan_in + units))
+            continue
         idx = np.empty((units, fan_in + 1), dtype=np.int64)
         idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
         idx[:, fan_in] = b0 + np.arange(units)
@@ -68,8 +75,8 @@ def _public_index():
 _PUBLIC = _public_index()
 #: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
 _WEIGHT_MASK = np.concatenate(
-    [np.hstack([np.ones((u, f)), np.zeros((u, 1))]).ravel() for u, f, _, _ in [(30, 784, 0, 23520), (10, 30, 23550, 23850)]]
-)
+    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in [(30, 784, 0, 23520), (10, 30, 23550, 23850)]]
+)[_PUBLIC]
 
 
 class DivergenceError(FloatingPointError):
@@ -121,9 +128,8 @@ class MnistTextbook:
 
     def _views(self):
         s = self._store
-        self._Wb_1 = s[0:23550].reshape(30, 785)
-        self.W_1 = self._Wb_1[:, :784]
-        self.b_1 = self._Wb_1[:, 784]
+        self.W_1 = s[0:23520].reshape(30, 784)
+        self.b_1 = s[23520:23550]
         self._Wb_2 = s[23550:23860].reshape(10, 31)
         self.W_2 = self._Wb_2[:, :30]
         self.b_2 = self._Wb_2[:, 30]
@@ -405,8 +411,8 @@ class MnistTextbook:
         xg = np.empty((m, 784), dtype=dt)  # shuffled batches are gathered here
         yg = np.empty((m, 10), dtype=dt)
         W_1, b_1 = self.W_1, self.b_1
-        gWb_1 = grad[0:23550].reshape(30, 785)
-        gW_1, gb_1 = gWb_1[:, :784], gWb_1[:, 784]
+        gW_1 = grad[0:23520].reshape(30, 784)
+        gb_1 = grad[23520:23550]
         a_1_1 = np.ones((m, 31), dtype=dt)  # [a_1 | 1]: the next layer's input
         a_1 = a_1_1[:, :30]
         delta_1 = np.empty((m, 30), dtype=dt)
@@ -462,7 +468,7 @@ class MnistTextbook:
                 np.subtract(1, a_1, t_1_0)
                 np.multiply(delta_1, t_1_0, delta_1)
                 # (9) dC/dW_1 = delta_1^T x, dC/db_1 = sum of delta_1 over the batch
-                np.matmul(delta_1.T, x, gW_1)
+                np.dot(delta_1.T, x, gW_1)
                 np.add.reduce(delta_1, 0, None, gb_1)
                 # theta <- theta - eta grad C  (Delta v = -eta grad C, seed 001)
                 np.subtract(store, grad, store)

@@ -55,9 +55,16 @@ NEWTON_EXACT_MAX = 2000
 
 
 def _public_index():
-    """For each position of the internal storage ([W_l | b_l] per layer), its public index."""
+    """For each position of the internal storage, its public index (``get_flat`` order).
+
+    Layer 1 is stored as in public (W_1 row-major, then b_1): it reads X directly. Later layers
+    keep the rows [W_l | b_l], so one product with [a_{l-1} | 1] includes the bias.
+    """
     parts = []
     for units, fan_in, w0, b0 in [(2, 2, 0, 4), (1, 2, 6, 8)]:
+        if w0 == 0:
+            parts.append(np.arange(units * fan_in + units))
+            continue
         idx = np.empty((units, fan_in + 1), dtype=np.int64)
         idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
         idx[:, fan_in] = b0 + np.arange(units)
@@ -68,8 +75,8 @@ def _public_index():
 _PUBLIC = _public_index()
 #: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
 _WEIGHT_MASK = np.concatenate(
-    [np.hstack([np.ones((u, f)), np.zeros((u, 1))]).ravel() for u, f, _, _ in [(2, 2, 0, 4), (1, 2, 6, 8)]]
-)
+    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in [(2, 2, 0, 4), (1, 2, 6, 8)]]
+)[_PUBLIC]
 
 
 class DivergenceError(FloatingPointError):
@@ -121,9 +128,8 @@ class Xor:
 
     def _views(self):
         s = self._store
-        self._Wb_1 = s[0:6].reshape(2, 3)
-        self.W_1 = self._Wb_1[:, :2]
-        self.b_1 = self._Wb_1[:, 2]
+        self.W_1 = s[0:4].reshape(2, 2)
+        self.b_1 = s[4:6]
         self._Wb_2 = s[6:9].reshape(1, 3)
         self.W_2 = self._Wb_2[:, :2]
         self.b_2 = self._Wb_2[:, 2]
@@ -405,8 +411,8 @@ class Xor:
         xg = np.empty((m, 2), dtype=dt)  # shuffled batches are gathered here
         yg = np.empty((m, 1), dtype=dt)
         W_1, b_1 = self.W_1, self.b_1
-        gWb_1 = grad[0:6].reshape(2, 3)
-        gW_1, gb_1 = gWb_1[:, :2], gWb_1[:, 2]
+        gW_1 = grad[0:4].reshape(2, 2)
+        gb_1 = grad[4:6]
         a_1_1 = np.ones((m, 3), dtype=dt)  # [a_1 | 1]: the next layer's input
         a_1 = a_1_1[:, :2]
         delta_1 = np.empty((m, 2), dtype=dt)
@@ -462,7 +468,7 @@ class Xor:
                 np.subtract(1, a_1, t_1_0)
                 np.multiply(delta_1, t_1_0, delta_1)
                 # (9) dC/dW_1 = delta_1^T x, dC/db_1 = sum of delta_1 over the batch
-                np.matmul(delta_1.T, x, gW_1)
+                np.dot(delta_1.T, x, gW_1)
                 np.add.reduce(delta_1, 0, None, gb_1)
                 # theta <- theta - eta grad C  (Delta v = -eta grad C, seed 001)
                 np.subtract(store, grad, store)

@@ -321,8 +321,14 @@ def inplace_multiply(
             and len(f.args) == 2
             and f.args[0][0] == 1
             and f.args[1][0] == 0
+            and isinstance(f.args[0][1], sp.StrictGreaterThan)
         ):
-            lines.append(f"np.multiply({out}, {p.doprint(f)}, {out})")
+            # a step: the comparison goes into a preallocated float buffer, not a new bool array
+            cond = f.args[0][1]
+            tmp = f"{scratch}0"
+            lines.append(f"np.greater({p.doprint(cond.lhs)}, {p.doprint(cond.rhs)}, {tmp})")
+            lines.append(f"np.multiply({out}, {tmp}, {out})")
+            used = max(used, 1)
         else:
             # Each factor is built in scratch 0 and consumed at once, so factors reuse it.
             em = _Emitter(names, scratch)
