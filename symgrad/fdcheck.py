@@ -46,17 +46,7 @@ def _rel(err: np.ndarray, ref: np.ndarray) -> float:
 
 def numeric_gradient(f, theta: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central differences of the scalar function ``f`` at ``theta``."""
-    g = np.empty_like(theta)
-    t = theta.copy()
-    for i in range(theta.size):
-        old = t[i]
-        t[i] = old + eps
-        fp = f(t)
-        t[i] = old - eps
-        fm = f(t)
-        t[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
+    return numeric_jacobian(lambda t: np.atleast_1d(f(t)), theta, eps)[0]
 
 
 def numeric_jacobian(g, theta: np.ndarray, eps: float = 1e-5) -> np.ndarray:
