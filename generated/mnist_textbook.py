@@ -95,10 +95,10 @@ class _Diverged(Exception):
 class MnistTextbook:
     """A 784-30-10 network (sigmoid/sigmoid) trained on the mse cost.
 
-    Storage: each layer keeps ``Wb_l = [W_l | b_l]`` (units_l, units_{l-1} + 1) in one flat
-    buffer, so one matrix product gives both the weight and the bias gradient; ``W_l`` and
-    ``b_l`` are views of it. ``get_flat``/``set_flat``/``hessian`` use the public order
-    (W_1 row-major, b_1, W_2, b_2, ...).
+    Storage: one flat buffer; layer 1 as W_1 (row-major) then b_1, every later layer as rows
+    ``[W_l | b_l]`` so that one product with ``[a_{l-1} | 1]`` gives both its weight and bias
+    gradients. ``W_l`` and ``b_l`` are views of it. ``get_flat``/``set_flat``/``hessian`` use the
+    public order (W_1 row-major, b_1, W_2, b_2, ...).
     """
 
     name = "mnist_textbook"
@@ -166,8 +166,6 @@ class MnistTextbook:
 
     def _check_Y(self, X, Y):
         Y = np.asarray(Y, dtype=self.dtype)
-        if Y.ndim == 1 and 10 == 1:
-            Y = Y[:, None]
         if Y.shape != (X.shape[0], 10):
             raise ValueError(f"Y must have shape ({X.shape[0]}, 10), got {Y.shape}")
         return Y
@@ -243,7 +241,7 @@ class MnistTextbook:
         return deltas
 
     def _add_penalty_grad(self, grad, n):
-        return None
+        """Add the gradient of the regulariser (1) to ``grad`` (public order)."""
 
     def gradient_flat(self, X, Y):
         """The gradient of the cost (1) as one vector (P,) in the order of ``get_flat``."""
