@@ -430,9 +430,9 @@ def evaluate(
     labels = [str(c) for c in (ds.classes or range(k))]
     width = max(6, *(len(x) for x in labels))
     typer.echo("confusion matrix (rows: true, columns: predicted)")
-    typer.echo(" " * width + "".join(f"{x:>{width}}" for x in labels))
+    typer.echo(" " * width + "".join(f" {x:>{width}}" for x in labels))
     for i, row in enumerate(cm):
-        typer.echo(f"{labels[i]:>{width}}" + "".join(f"{v:>{width}}" for v in row))
+        typer.echo(f"{labels[i]:>{width}}" + "".join(f" {v:>{width}}" for v in row))
 
 
 def main(argv: list[str] | None = None) -> int:
