@@ -129,8 +129,10 @@ class LinearRegression:
     # -- parameters --------------------------------------------------------------------------
     @property
     def theta(self):
-        """All parameters as one vector (P,) in the public order (a copy; see ``set_flat``)."""
-        return self.get_flat()
+        """All parameters as one read-only vector (P,) in the public order; write with ``set_flat``."""
+        v = self.get_flat()
+        v.flags.writeable = False
+        return v
 
     def get_flat(self):
         """A copy of all parameters as one vector (P,) in the order of ``hessian``."""
