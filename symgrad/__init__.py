@@ -1,11 +1,16 @@
-"""symgrad: SymPy-derived gradients and Hessians, printed as LaTeX and as NumPy trainers."""
+"""symgrad: SymPy-derived gradients and Hessians, printed as LaTeX and as NumPy trainers.
 
-__version__ = "0.1.0"
+The pipeline, one package per stage: ``spec`` (validated data) -> ``calculus`` (SymPy) ->
+``derivation`` (the IR) -> ``printers`` (LaTeX, text, code) -> ``codegen`` (templates) ->
+``runtime`` (loader, checks, adapters); ``data`` reads training data; ``cli`` sits on top.
+"""
 
-from .codegen import generate_source, load_trainer  # noqa: E402
-from .derivation import Derivation, derive  # noqa: E402
-from .errors import DataError, ExpressionError, SpecError, SymgradError  # noqa: E402
-from .spec import Spec, load_spec  # noqa: E402
+from ._version import __version__
+from .codegen import generate_source
+from .derivation import Derivation, derive
+from .errors import DataError, ExpressionError, SpecError, SymgradError
+from .runtime.loader import load_trainer
+from .spec import Spec, load_spec
 
 __all__ = [
     "DataError",

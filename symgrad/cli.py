@@ -18,9 +18,9 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from . import __version__
-from .atomic import atomic_write_text
+from ._version import __version__
 from .errors import SymgradError
+from .runtime.atomic import atomic_write_text
 
 app = typer.Typer(
     add_completion=False,
@@ -82,7 +82,7 @@ def derive(
 ) -> None:
     """Print the derivation of the gradients and Hessians of SPEC."""
     from .derivation import derive as derive_
-    from .latex import render
+    from .printers.latex import render
 
     text = render(derive_(_load(spec)), fmt.value, standalone=standalone)
     if output is None:
@@ -105,7 +105,8 @@ def generate(
     ] = False,
 ) -> None:
     """Write a standalone NumPy trainer module for SPEC."""
-    from .codegen import generate_source, write_module
+    from .codegen import generate_source
+    from .runtime.loader import write_module
 
     s = _load(spec)
     source = generate_source(s, spec_file=spec.as_posix())
@@ -184,7 +185,7 @@ def train(
     ] = False,
 ) -> None:
     """Generate (or reuse) the trainer for SPEC and train it on DATA."""
-    from .codegen import load_trainer
+    from .runtime.loader import load_trainer
 
     if plot is not None:
         try:
@@ -316,8 +317,9 @@ def check(
     from rich.console import Console
     from rich.table import Table
 
-    from .codegen import MAX_HESSIAN_PARAMS, load_trainer
-    from .fdcheck import check as fd_check
+    from .runtime.fdcheck import check as fd_check
+    from .runtime.loader import load_trainer
+    from .spec import MAX_HESSIAN_PARAMS
 
     s = _load(spec)
     model = load_trainer(s, seed=seed, dtype="float64")
@@ -358,7 +360,7 @@ def check(
 
 
 def _trained(spec: Path, model_path: Path):
-    from .codegen import load_trainer
+    from .runtime.loader import load_trainer
 
     s = _load(spec)
     model = load_trainer(s)

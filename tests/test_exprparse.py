@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-import symgrad.exprparse as exprparse
-from symgrad.errors import ExpressionError, SymgradError
-from symgrad.exprparse import (
+import symgrad.calculus.exprparse as exprparse
+from symgrad.calculus.budget import BudgetExceeded
+from symgrad.calculus.exprparse import (
     ALLOWED_FUNCTIONS,
     MAX_DEPTH,
     MAX_EXPONENT,
@@ -20,7 +20,7 @@ from symgrad.exprparse import (
     MAX_NODES,
     parse_expression,
 )
-from symgrad.timelimit import BudgetExceeded
+from symgrad.errors import ExpressionError, SymgradError
 
 z = sp.Symbol("z", real=True)
 a = sp.Symbol("a", real=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from symgrad import atomic
 from symgrad.codegen import generate_source
+from symgrad.runtime import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -536,7 +536,7 @@ def test_gauss_newton_differs_from_hessian_with_hidden_layers():
 
 def _require_exprparse():
     try:
-        import symgrad.exprparse  # noqa: F401
+        import symgrad.calculus.exprparse  # noqa: F401
     except ImportError as exc:
         pytest.skip(
             f"custom activations/losses need symgrad/exprparse.py, which cannot be imported "

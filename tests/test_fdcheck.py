@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import symgrad
-from symgrad.fdcheck import check, numeric_gradient, numeric_jacobian
+from symgrad.runtime.fdcheck import check, numeric_gradient, numeric_jacobian
 
 SPEC = {
     "name": "fdnet",

@@ -227,7 +227,7 @@ def mutated(draw):
 
 def _custom_parser_available() -> bool:
     try:
-        import symgrad.exprparse  # noqa: F401
+        import symgrad.calculus.exprparse  # noqa: F401
     except ImportError:
         return False
     return True

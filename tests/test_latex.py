@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import shutil
 import subprocess
@@ -11,23 +10,11 @@ from pathlib import Path
 import pytest
 
 import symgrad
-from symgrad.latex import render
+from symgrad.printers.latex import render
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _has_exprparse() -> bool:
-    try:
-        importlib.import_module("symgrad.exprparse")
-    except ImportError:
-        return False
-    return True
-
-
-needs_exprparse = pytest.mark.skipif(
-    not _has_exprparse(),
-    reason="custom activations/losses need symgrad/exprparse.py (import symgrad.exprparse failed)",
-)
 
 SPECS = {
     "xor": EXAMPLES / "xor.yaml",
@@ -68,7 +55,7 @@ CUSTOM = {"custom_swish", "custom_inline"}
 
 
 def _param(name: str):
-    return pytest.param(name, id=name, marks=(needs_exprparse,) if name in CUSTOM else ())
+    return pytest.param(name, id=name)
 
 
 NAMES = [_param(name) for name in SPECS]
@@ -246,7 +233,6 @@ def _group_after(text: str, start: int) -> str:
     return text[start + 1 :]
 
 
-@needs_exprparse
 def test_text_keeps_the_radicand_of_a_square_root_together() -> None:
     """sqrt{(a - y)^2 + 1} must not read as sqrt(a - y)^2 + 1 in the terminal."""
     d = derivation("custom_inline")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad.limits import hessian_memory_bytes, training_memory_bytes
+from symgrad.runtime.limits import hessian_memory_bytes, training_memory_bytes
 from symgrad.spec import MAX_LAYERS, MAX_UNITS
 
 
@@ -52,7 +52,7 @@ def test_training_memory_matches_the_formula(optimizer, shuffle):
 def test_hessian_refuses_above_the_stated_limit():
     spec = _spec("sgd", layers=((200, "tanh"), (10, "softmax")))
     model = symgrad.load_trainer(spec)
-    assert spec.n_params > symgrad.limits.MAX_HESSIAN_PARAMS
+    assert spec.n_params > symgrad.spec.MAX_HESSIAN_PARAMS
     X = np.zeros((3, 100))
     Y = np.eye(10)[[0, 1, 2]]
     with pytest.raises(MemoryError, match="use hvp"):

@@ -18,7 +18,6 @@ is within 0.05 of a kink), which is the same function in a neighbourhood of the 
 from __future__ import annotations
 
 import functools
-import importlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -40,20 +39,6 @@ OUTPUT_MSE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "
 PIECEWISE = ("relu", "leaky_relu", "elu")
 
 
-def _has_exprparse() -> bool:
-    try:
-        importlib.import_module("symgrad.exprparse")
-    except ImportError:
-        return False
-    return True
-
-
-HAS_EXPRPARSE = _has_exprparse()
-needs_exprparse = pytest.mark.skipif(
-    not HAS_EXPRPARSE,
-    reason="custom activations/losses need symgrad/exprparse.py, which is not written yet "
-    "(import symgrad.exprparse failed)",
-)
 
 SWISH = "z / (1 + exp(-z))"
 SMOOTH = "log(1 + exp(z))"
@@ -236,7 +221,7 @@ def _cases() -> list[Case]:
         )
     )
     # custom activations and a custom loss (need the expression parser)
-    custom = (needs_exprparse,)
+    custom = ()
     out.append(
         Case(
             "custom-swish-identity-cauchy",
@@ -692,7 +677,6 @@ def test_softmax_output_form() -> None:
         assert _zero(form.subs({ak: a1, am: a2}) - sp.diff(a1, var))
 
 
-@needs_exprparse
 def test_custom_output_forms() -> None:
     custom = {"expo": "exp(z)", "swish": SWISH, "smooth": SMOOTH, "logistic": LOGISTIC}
     expo = calc.activation_calculus("expo", custom)
@@ -710,7 +694,6 @@ def test_custom_output_forms() -> None:
     assert sp.expand(logistic.df_out - a * (1 - a)) == 0
 
 
-@needs_exprparse
 def test_derivation_keeps_z_without_output_form() -> None:
     spec = symgrad.load_spec(
         {
@@ -787,7 +770,6 @@ def test_log_loss_stable_form_is_the_same_function() -> None:
             assert abs(sp.N(exact.subs(at) - stable.subs(at), 30)) < 1e-25
 
 
-@needs_exprparse
 def test_custom_loss_calculus() -> None:
     lc = calc.loss_calculus("cauchy", calc.activation_calculus("identity"), {"cauchy": CAUCHY})
     assert lc.custom

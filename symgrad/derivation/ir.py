@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from . import calculus as C
-from .spec import Spec
+from .. import calculus as C
+from ..spec import Spec
 
 # Representative symbols of the chain rule (unit i in layer l-1, unit j in layer l).
 w_ji, a_i, b_j, r_j = sp.symbols("w_ji a_i b_j r_j", real=True)
@@ -464,12 +464,12 @@ class Derivation:
 
     # -- rendering -------------------------------------------------------------------------
     def to_latex(self, standalone: bool = False) -> str:
-        from .latex import render_latex
+        from ..printers.latex import render_latex
 
         return render_latex(self, standalone=standalone)
 
     def _repr_latex_(self) -> str:
-        from .latex import render_markdown
+        from ..printers.latex import render_markdown
 
         return render_markdown(self)
 

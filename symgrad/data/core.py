@@ -36,8 +36,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from symgrad.atomic import atomic_write_bytes
-from symgrad.errors import DataError
+from ..errors import DataError
+from ..runtime.atomic import atomic_write_bytes
 
 try:  # NumPy 2.x
     from numpy._core import multiarray as _multiarray

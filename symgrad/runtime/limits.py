@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import MAX_HESSIAN_PARAMS, NEWTON_EXACT_MAX
-from .spec import MAX_INPUTS, MAX_LAYERS, MAX_UNITS, Spec
+from ..spec import MAX_HESSIAN_PARAMS, MAX_INPUTS, MAX_LAYERS, MAX_UNITS, NEWTON_EXACT_MAX, Spec
 
 __all__ = [
     "MAX_HESSIAN_PARAMS",

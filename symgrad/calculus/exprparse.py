@@ -29,8 +29,8 @@ from typing import NoReturn
 
 import sympy as sp
 
-from .errors import ExpressionError
-from .timelimit import BudgetExceeded, time_budget
+from ..errors import ExpressionError
+from .budget import BudgetExceeded, time_budget
 
 #: Longest accepted expression string, in characters.
 MAX_LENGTH = 1000

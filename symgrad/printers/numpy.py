@@ -12,7 +12,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1
 from sympy.printing.numpy import NumPyPrinter
 
-from .calculus import logsumexp, softplus
+from ..calculus import logsumexp, softplus
 
 
 def stable_rewrite(expr: sp.Expr) -> sp.Expr:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .derivation import Derivation
+from ..derivation import Derivation
 
 _PREAMBLE = r"""\documentclass[11pt]{article}
 \usepackage{amsmath,amssymb}

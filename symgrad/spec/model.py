@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from .errors import SpecError
+from ..errors import SpecError
 
 #: Built-in activations; ``softmax`` is allowed on the output layer only.
 BUILTIN_ACTIVATIONS = (
@@ -43,6 +43,10 @@ MAX_INPUTS = 1_000_000
 MAX_LAYERS = 64
 MAX_NAME_LENGTH = 64
 MAX_SPEC_BYTES = 1_000_000
+#: hessian() refuses above this many parameters (P * P floats); use hvp().
+MAX_HESSIAN_PARAMS = 20_000
+#: Newton steps use the exact Hessian up to this many parameters, conjugate gradients above.
+NEWTON_EXACT_MAX = 2_000
 
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 #: Class-like names the generated module defines itself.

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .budget import BudgetExceeded, attempt, time_budget
 from .exprparse import parse_expression
-from .timelimit import BudgetExceeded, attempt, time_budget
 
 # The symbols of a representative unit: pre-activation z, activation a, target y.
 z = sp.Symbol("z", real=True)

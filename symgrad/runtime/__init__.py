@@ -1,0 +1,1 @@
+"""Runtime: module loader and cache, finite-difference checks, limits, atomic writes, adapters."""
