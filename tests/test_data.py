@@ -532,8 +532,14 @@ def test_idx_truncated_payload(tmp_path: Path, compress: bool) -> None:
 def test_idx_lying_header_does_not_allocate(tmp_path: Path) -> None:
     header = b"\x00\x00\x0e\x03" + struct.pack(">3I", 2**32 - 1, 2**16, 2**16)
     path = _raw(tmp_path / "x", header + bytes(16))
-    with raises(f"{path}: IDX payload is truncated", exact=False):
+    with raises(
+        f"{path}: IDX header declares shape 4294967295x65536x65536 of float64, "
+        "147573952555316674560 bytes of data, over the data size limit of 1073741824 bytes "
+        "(raise it with max_bytes= or --max-data-bytes)"
+    ):
         read_idx(path)
+    with raises(f"{path}: IDX payload is truncated: shape 4294967295x65536x65536 needs ", False):
+        read_idx(path, max_bytes=2**70)
 
 
 @pytest.mark.parametrize("compress", [False, True])
