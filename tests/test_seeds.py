@@ -18,6 +18,7 @@ import sympy as sp
 
 import symgrad
 from symgrad import calculus as calc
+from symgrad.derivation import notation as nt
 from symgrad.printers.latex import render
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -78,6 +79,23 @@ def test_seed000_cost_through_the_derivation() -> None:
     assert total == sp.Rational(4733, 10000)
 
 
+def test_seed000_sum_through_the_printed_equation() -> None:
+    """The printed C_x (equation cost.sample) on the article's numbers: 0.9466, not 0.94."""
+    spec = {
+        "name": "seed000",
+        "inputs": 5,
+        "layers": [{"units": 5, "activation": "identity"}],
+        "loss": "mse",
+    }
+    d = symgrad.derive(symgrad.load_spec(spec))
+    c_x = d.equation("cost.sample").rhs.subs(d.widths).doit()
+    values = {nt.a(1)[j + 1]: p for j, p in enumerate(PREDICTIONS)}
+    values |= {nt.y[j + 1]: t for j, t in enumerate(TARGET)}
+    sse = 2 * c_x.subs(values)
+    assert sse == sp.Rational(9466, 10000)  # the article prints C = 0.94: it truncated
+    assert sse != sp.Rational(94, 100)
+
+
 def test_seed000_cost_through_a_generated_trainer() -> None:
     t = symgrad.load_trainer(
         {
@@ -96,7 +114,7 @@ def test_seed000_cost_through_a_generated_trainer() -> None:
     assert 2 * t.loss(X, Y) == pytest.approx(0.9466, rel=1e-12)
     # the gradient of that cost by the outputs is a - y (identity output, mse): by the biases
     np.testing.assert_allclose(
-        t.gradients(X, Y)["dE_db_1"], [0.05, 0.03, -0.22, 0.92, 0.22], rtol=1e-12, atol=1e-15
+        t.gradients(X, Y)["dC_db_1"], [0.05, 0.03, -0.22, 0.92, 0.22], rtol=1e-12, atol=1e-15
     )
 
 
@@ -186,11 +204,14 @@ def test_seed002_derivation_sums_over_both_downstream_nodes() -> None:
     ]
     for l in (1, 2):  # hidden nodes 2, 3 feed nodes 4 and 5; nodes 4, 5 feed node 6
         eq = d.equation(f"backprop.sum.{l}")
-        assert d.eq(f"backprop.sum.{l}") == eq.number
-        downstream = d.layers[l].units
-        assert rf"\sum_{{j={1}}}^{{{downstream}}}" in eq.latex
-    assert r"\sum_{j=1}^{2}" in d.equation("backprop.sum.1").latex
-    assert "both downstream" in d.equation("backprop.sum.1").text
+        ((j, lo, hi),) = eq.rhs.limits
+        assert (j, lo, hi) == (nt.j, 1, nt.n(l + 1))
+        assert hi.subs(d.widths) == d.layers[l].units  # nodes 4, 5 (l = 1) and node 6 (l = 2)
+        assert eq.rhs.function.doit() == nt.w(l + 1)[nt.j, nt.i] * nt.delta(l + 1)[nt.j]
+        assert eq.lhs == sp.Derivative(nt.C_x, nt.a(l)[nt.i])
+    assert "both downstream" in "".join(
+        p for p in d.equation("backprop.sum.1").prose if isinstance(p, str)
+    )
     # the recurrence comes after the sum it uses, and the output delta comes first
     assert d.eq("delta.out") < d.eq("backprop.sum.2") < d.eq("backprop.2")
     assert d.eq("backprop.2") < d.eq("backprop.sum.1") < d.eq("backprop.1")
@@ -281,19 +302,19 @@ def test_seed002_hand_backpropagation_matches_trainer_and_sympy() -> None:
     assert t.loss(Xb, Yb) == pytest.approx((Y6 - v[target]) ** 2 / 2, rel=1e-13)
     g = t.gradients(Xb, Yb)
     got = {
-        "W12": g["dE_dW_1"][0, 0],
-        "W13": g["dE_dW_1"][1, 0],
-        "b2": g["dE_db_1"][0],
-        "b3": g["dE_db_1"][1],
-        "W24": g["dE_dW_2"][0, 0],
-        "W34": g["dE_dW_2"][0, 1],
-        "W25": g["dE_dW_2"][1, 0],
-        "W35": g["dE_dW_2"][1, 1],
-        "b4": g["dE_db_2"][0],
-        "b5": g["dE_db_2"][1],
-        "W46": g["dE_dW_3"][0, 0],
-        "W56": g["dE_dW_3"][0, 1],
-        "b6": g["dE_db_3"][0],
+        "W12": g["dC_dW_1"][0, 0],
+        "W13": g["dC_dW_1"][1, 0],
+        "b2": g["dC_db_1"][0],
+        "b3": g["dC_db_1"][1],
+        "W24": g["dC_dW_2"][0, 0],
+        "W34": g["dC_dW_2"][0, 1],
+        "W25": g["dC_dW_2"][1, 0],
+        "W35": g["dC_dW_2"][1, 1],
+        "b4": g["dC_db_2"][0],
+        "b5": g["dC_db_2"][1],
+        "W46": g["dC_dW_3"][0, 0],
+        "W56": g["dC_dW_3"][0, 1],
+        "b6": g["dC_db_3"][0],
     }
     for name, value in hand.items():
         assert got[name] == pytest.approx(value, rel=1e-12, abs=1e-15), name

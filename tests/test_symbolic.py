@@ -538,13 +538,13 @@ def test_trainer_loss_and_gradient_equal_sympy(case: Case) -> None:
     named = t.gradients(X, Y)
     for layer in m.d.layers:
         l = layer.index
-        assert named[f"dE_dW_{l}"].shape == (layer.units, layer.fan_in)
+        assert named[f"dC_dW_{l}"].shape == (layer.units, layer.fan_in)
         for j in range(layer.units):
-            assert named[f"dE_db_{l}"][j] == pytest.approx(
+            assert named[f"dC_db_{l}"][j] == pytest.approx(
                 float(m.true_gradient[m.B[l][j]]), rel=1e-10, abs=1e-13
             )
             for i in range(layer.fan_in):
-                assert named[f"dE_dW_{l}"][j, i] == pytest.approx(
+                assert named[f"dC_dW_{l}"][j, i] == pytest.approx(
                     float(m.true_gradient[m.W[l][j][i]]), rel=1e-10, abs=1e-13
                 )
 

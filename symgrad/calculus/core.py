@@ -49,6 +49,21 @@ class logsumexp(sp.Function):  # noqa: N801
         return r"\log\sum_{k}e^{%s_{k}}" % printer._print(self.args[0])
 
 
+class sigma(sp.Function):  # noqa: N801
+    """The logistic function ``1 / (1 + exp(-x))``, used by the readable forms only."""
+
+    nargs = 1
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return 1 / (1 + sp.exp(-x))
+
+    def fdiff(self, argindex=1):
+        return sigma(self.args[0]) * (1 - sigma(self.args[0]))
+
+    def _latex(self, printer):
+        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+
+
 # ---------------------------------------------------------------------------------------
 # Registry: a name and a SymPy expression, nothing else.
 
@@ -131,6 +146,132 @@ def _elementary(expr: sp.Expr) -> bool:
 
 
 # ---------------------------------------------------------------------------------------
+# Readable forms: among equivalent forms, the one with the fewest operations.
+
+
+def measure(expr: sp.Expr) -> int:
+    """How hard a form is to read: SymPy's ``count_ops`` (each operation and function call)."""
+    return int(sp.count_ops(expr))
+
+
+def readable(candidates: list[sp.Expr], reference: sp.Expr, back: dict | None = None) -> sp.Expr:
+    """The candidate with the smallest :func:`measure` among those proved equal to ``reference``.
+
+    ``candidates[0]`` is the incumbent: another form replaces it only when strictly simpler, and
+    ties go to the earlier candidate. ``back`` maps the candidates' helper symbols to what they
+    stand for (``a -> f(z)``; ``sigma(z)`` needs no entry) for the proof.
+    """
+    incumbent = candidates[0]
+    ranked = sorted(
+        (
+            (measure(c), n, c)
+            for n, c in enumerate(candidates)
+            if c is not None and not c.has(sp.nan, sp.zoo)
+        ),
+        key=lambda t: t[:2],
+    )
+    seen: set = set()
+    for score, _, cand in ranked:
+        if cand is incumbent or score >= measure(incumbent):
+            break
+        if cand in seen:
+            continue
+        seen.add(cand)
+        if _proved_equal(cand.subs(back or {}), reference):
+            return cand
+    return incumbent
+
+
+def _proved_equal(left: sp.Expr, right: sp.Expr, fast_only: bool = False) -> bool:
+    """``left == right``, proved.
+
+    Fast path: with ``u = e^(z/q)`` and every other ``z`` replaced by an independent symbol, the
+    difference is a rational function; when it cancels to 0 it is 0 for every ``z``. Otherwise
+    ``sympy.simplify`` decides (within the budget), unless ``fast_only``.
+    """
+    diff = (left - right).rewrite(sp.exp)
+    exps = [e for e in diff.atoms(sp.exp) if (e.args[0] / z).is_Rational]
+    q = functools.reduce(sp.ilcm, [sp.Rational(e.args[0] / z).q for e in exps], 1)
+    u = sp.Symbol("u_", positive=True)
+    lone = sp.Symbol("z_", real=True)
+    fast = diff.replace(
+        lambda x: isinstance(x, sp.exp) and (x.args[0] / z).is_Rational,
+        lambda x: u ** (x.args[0] / z * q),
+    ).subs(z, lone)
+    if not fast.has(sp.exp) and not fast.atoms(sp.Function):
+        if attempt(SIMPLIFY_BUDGET, lambda e: sp.cancel(e) == 0, fast, default=False):
+            return True
+    return False if fast_only else _is_zero(left - right)
+
+
+def _variants(expr: sp.Expr, *gens: sp.Symbol) -> list[sp.Expr]:
+    """``expr`` factored, cancelled, put over one denominator, collected in ``gens``."""
+    out = [expr]
+    for fn in (sp.factor, sp.cancel, sp.together):
+        out.append(attempt(SIMPLIFY_BUDGET, fn, expr, default=None))
+    for g in gens:
+        out.append(sp.collect(sp.expand(expr), g))
+    out = [tidy(e) if e is not None else None for e in out]
+    return out
+
+
+def _exp_substitution(expr: sp.Expr, f: sp.Expr) -> list[sp.Expr]:
+    """``expr`` with ``e^z = sigma/(1 - sigma)`` (then ``z`` eliminated through ``a = f(z)``)."""
+    s_ = sp.Symbol("s_", positive=True)
+    u = s_ / (1 - s_)
+
+    def sub(e: sp.Expr) -> sp.Expr:
+        e = e.rewrite(sp.exp)
+        return e.replace(
+            lambda x: isinstance(x, sp.exp) and (x.args[0] / z).is_Rational,
+            lambda x: u ** (x.args[0] / z),
+        )
+
+    e = attempt(SIMPLIFY_BUDGET, lambda x: sp.factor(sp.cancel(sub(x))), expr, default=None)
+    if e is None or e.has(sp.exp):
+        return []
+    forms = [e]
+    fs = sub(f)
+    if fs.has(z) and not fs.has(sp.exp):
+        try:
+            sols = sp.solve(sp.Eq(a, fs), z)
+        except (NotImplementedError, ValueError, TypeError):  # pragma: no cover - SymPy gave up
+            sols = []
+        if len(sols) == 1 and not sols[0].has(z):
+            elim = attempt(SIMPLIFY_BUDGET, sp.factor, e.subs(z, sols[0]), default=None)
+            if elim is not None:
+                forms.append(elim)
+                forms += [sp.collect(sp.expand(elim), g) for g in (s_, a)]
+    forms += [tidy(x, s_) for x in forms]
+    return [x.subs(s_, sigma(z)) for x in forms]
+
+
+def _readable_z(f: sp.Expr, d: sp.Expr, d_out: sp.Expr | None) -> sp.Expr:
+    """The readable form of a derivative ``d(z)`` of activation ``f`` (``a`` means ``f(z)``).
+
+    Candidates: the output form with ``a`` read as ``f(z)`` (written ``sigma(z)`` or ``tanh(z)``
+    when that is what ``f`` is), the exp-substitution ``e^z = sigma/(1 - sigma)``, and ``d``
+    factored, cancelled or over one denominator. Each is proved equal to ``d``.
+    """
+    if isinstance(d, sp.Piecewise) or isinstance(f, sp.Piecewise) or not d.has(z):
+        return d
+    named = None
+    if isinstance(f, sp.tanh):
+        named = f
+    elif _proved_equal(f, sigma(z), fast_only=True):
+        named = sigma(z)
+    cands: list[sp.Expr] = [d]
+    if d_out is not None:
+        out_form = d_out.subs(a, named) if named is not None else d_out
+        cands = [out_form, d]
+    cands += _variants(d, z)
+    cands += _exp_substitution(d, f)
+    if named is not None:
+        cands = [c.subs(a, named) for c in cands]
+    return readable(cands, d, {a: f})
+
+
+# ---------------------------------------------------------------------------------------
 # Activations
 
 
@@ -145,6 +286,8 @@ class ActivationCalculus:
         df_out, d2f_out: ``g(a)`` and ``h(a)`` with ``f'(z) = g(f(z))``, ``f''(z) = h(f(z))``;
             ``None`` when no output form was found (the trainer then keeps ``z``).
         how: one sentence saying how the output form was found, or why there is none.
+        df_z, d2f_z: the most readable form of ``f'(z)``, ``f''(z)`` (see :func:`readable`),
+            in ``z``, ``sigma(z)`` and ``a`` standing for ``f(z)``; proved equal to ``df``, ``d2f``.
     """
 
     name: str
@@ -156,6 +299,8 @@ class ActivationCalculus:
     how: str
     custom: bool = False
     vector: bool = False
+    df_z: sp.Expr | None = None
+    d2f_z: sp.Expr | None = None
 
     @property
     def has_output_form(self) -> bool:
@@ -256,7 +401,11 @@ def _activation(name: str, expr: sp.Expr, custom: bool) -> ActivationCalculus:
             h = sp.expand(h) if h.has(sp.exp) else sp.factor(h)
         if isinstance(expr, sp.Piecewise) or _is_zero(h.subs(a, expr) - d2f):
             d2f_out = h
-    return ActivationCalculus(name, expr, df, d2f, df_out, d2f_out, how, custom)
+    df_z = _readable_z(expr, df, df_out)
+    d2f_z = _readable_z(expr, d2f, d2f_out)
+    return ActivationCalculus(
+        name, expr, df, d2f, df_out, d2f_out, how, custom, df_z=df_z, d2f_z=d2f_z
+    )
 
 
 def _collapse_piecewise(expr: sp.Expr) -> sp.Expr:
@@ -382,6 +531,20 @@ def _stable_rewrites(act: ActivationCalculus) -> list[tuple[sp.Expr, sp.Expr]]:
     return proved
 
 
+def _shifted(expr: sp.Expr) -> list[sp.Expr]:
+    """``expr`` simplified in ``d = a - y`` and written back with ``(a - y)`` kept whole."""
+    d = sp.Symbol("d_", real=True)
+    e = attempt(SIMPLIFY_BUDGET, lambda x: sp.factor(_simplify(x.subs(a, d + y))), expr)
+    if e is None or e.has(a):
+        return []
+    return [tidy(e.subs(d, a - y)), e.subs(d, a - y)]
+
+
+def _readable_factor(expr: sp.Expr) -> sp.Expr:
+    """The most readable of ``expr`` and its ``(a - y)`` form."""
+    return readable([expr, *_shifted(expr)], expr)
+
+
 @functools.lru_cache(maxsize=256)
 def _loss(name: str, ell: sp.Expr, custom: bool, act: ActivationCalculus) -> LossCalculus:
     dl_da = _simplify(sp.diff(ell, a))
@@ -392,6 +555,12 @@ def _loss(name: str, ell: sp.Expr, custom: bool, act: ActivationCalculus) -> Los
         delta = tidy(sp.factor(_simplify(dl_da * act.df_out)))
         delta_in_z = False
         s = tidy(sp.factor(_simplify(sp.diff(delta, a) * act.df_out)))
+        if custom:
+            # readable forms: (a - y) kept whole; s = l''(a) f'^2 + l'(a) f'' (the chain rule)
+            delta = readable([delta, *_shifted(delta)], delta)
+            fpp = act.d2f_out if act.d2f_out is not None else sp.diff(act.df_out, a) * act.df_out
+            chain = _readable_factor(d2l_da2) * act.df_out**2 + _readable_factor(dl_da) * fpp
+            s = readable([s, *_shifted(s), chain], s)
     else:
         delta = _simplify(dl_da.subs(a, act.f) * act.df)
         delta_in_z = True

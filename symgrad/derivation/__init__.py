@@ -1,5 +1,6 @@
 """The Derivation: the single intermediate representation (SymPy objects only)."""
 
-from .ir import Derivation, Equation, derive
+from . import notation
+from .ir import Derivation, Equation, LayerCalculus, derive
 
-__all__ = ["Derivation", "Equation", "derive"]
+__all__ = ["Derivation", "Equation", "LayerCalculus", "derive", "notation"]

@@ -1,0 +1,163 @@
+"""Assembles a Derivation: the Notation section, then the equations in print order."""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.matrices.expressions.diagonal import DiagMatrix
+
+from .. import calculus as C
+from . import notation as nt
+from .cost import (
+    build_cost,
+    build_output_curvature,
+    build_output_delta,
+    build_regulariser,
+)
+from .dense import Dense
+from .ir import Derivation
+from .second_order import (
+    build_blocks,
+    build_closed_form,
+    build_gauss_newton,
+    build_rop_output,
+)
+from .update import build_update
+
+
+def build(d: Derivation) -> None:
+    _conventions(d)
+    layers = [Dense(layer, layer.index == d.depth) for layer in d.layers]
+    build_cost(d)
+    for layer in layers:
+        layer.forward(d)
+    users: dict[tuple, list[int]] = {}
+    for layer in layers:
+        users.setdefault((layer.act.name, layer.act.f), []).append(layer.index)
+    for layer in layers:
+        same = users[(layer.act.name, layer.act.f)]
+        first = same[0]
+        layer.activation(d, None if first == layer.index else first, tuple(same))
+    build_output_delta(d)
+    for upper in reversed(layers[1:]):
+        upper.backprop(d, d.layers[upper.index - 2])
+    for layer in layers:
+        layer.gradients(d)
+    build_regulariser(d)
+    # second order
+    build_output_curvature(d)
+    if not d.has_hidden:
+        build_closed_form(d)
+    if d.depth == 2:
+        build_blocks(d)
+    build_gauss_newton(d)
+    for layer in layers:
+        layer.rop_forward(d)
+    build_rop_output(d)
+    for layer in reversed(layers[:-1]):
+        layer.rop_backward(d)
+    for layer in reversed(layers):
+        layer.rop_gradients(d)
+    d.alias("rop.forward", "rop.forward.1")
+    d.alias("rop.backward", "rop.out")
+    d.alias("rop.grad", "rop.grad.b.1")
+    build_update(d)  # the chosen optimiser's step (Newton's method only for "newton")
+
+
+def _conventions(d: Derivation) -> None:
+    """The Notation section: the convention, block tags, S, non-smooth points, seed symbols."""
+    L = d.depth
+    zl, wl, al, a0 = nt.zl, nt.wl, nt.al, nt.a0
+    m, N = nt.m, nt.N
+    l1 = d.layers[0].index
+    d.conventions = [
+        (
+            "Index form: one sample x at a time, as column vectors: ",
+            zl[nt.j],
+            " is unit j of layer l, ",
+            wl[nt.j, nt.i],
+            " the weight from unit i of layer l - 1 to unit j of layer l, ",
+            nt.n(L),
+            " the width of the output layer, and the inputs are layer 0, ",
+            sp.Eq(a0[nt.i], nt.x[nt.i], evaluate=False),
+            ". Matrix form: a batch of m samples stored row-wise, with distinct capital symbols: ",
+            nt.Z(l1),
+            ", ",
+            nt.A(l1),
+            " and ",
+            nt.Delta(l1),
+            " have one row per sample, ",
+            nt.W(l1),
+            " holds ",
+            nt.w(l1)[nt.j, nt.i],
+            " in row j and column i, the bias ",
+            nt.B(l1),
+            " is a row, and ",
+            nt.ones_m,
+            " is the column of m ones.",
+        ),
+        (
+            "The widths of this network: ",
+            *[
+                part
+                for l, size in enumerate(d.spec.sizes)
+                for part in ((", " if l else ""), sp.Eq(nt.n(l), size, evaluate=False))
+            ],
+            ". The equations are written for any widths: their cost grows with the depth only.",
+        ),
+        (
+            "The loss of one sample is ",
+            sp.Eq(nt.C_x, sp.Sum(nt.ell(nt.a(L)[nt.j], nt.y[nt.j]), (nt.j, 1, nt.n(L)))),
+            ", its delta ",
+            sp.Eq(nt.delta(L)[nt.j], sp.Derivative(nt.C_x, nt.z(L)[nt.j]), evaluate=False),
+            " (per sample, no average). The cost averages it over the N samples of the "
+            "training set and adds the regulariser R, which penalises weights only, also with N: ",
+            sp.Eq(nt.C, sp.Sum(nt.C_x, (nt.sample, 1, N)) / N + nt.R),
+            " (the index forms). A step on a batch of ",
+            m,
+            " samples uses the batch cost ",
+            sp.Eq(nt.C_B, sp.Sum(nt.C_x, (nt.sample, 1, m)) / m + nt.R),
+            ": the data term averaged over the batch (1/m), R with its 1/N. The matrix forms "
+            "of the gradients and Hessian-vector products, and the g of the Update section, "
+            "are those of ",
+            nt.C_B,
+            ", which is C when the batch is the whole training set (m = N).",
+        ),
+        (
+            "The entrywise (Hadamard) product is written ",
+            sp.HadamardProduct(nt.Z(l1), nt.A(l1)),
+            "; ",
+            nt.FP(l1),
+            " holds the derivative of the activation at every entry of ",
+            nt.Z(l1),
+            ". The output curvature of one sample is s and ",
+            sp.Eq(nt.Sx(L), DiagMatrix(nt.vec("s", L)), evaluate=False),
+            " its matrix (for softmax the full Jacobian, diagonal plus rank one). A block tag "
+            "[p, q] in the block Hessian names the block of H whose rows belong to the "
+            "parameters p and columns to q. A sum over x runs over the training samples.",
+        ),
+        (
+            "Non-smooth points: a piecewise activation takes at z = 0 the derivative of its "
+            "piece for ",
+            sp.Le(C.z, 0),
+            " (ReLU: ",
+            sp.Eq(sp.Symbol("f'(0)"), 0, evaluate=False),
+            "), as the code does. |w| has no derivative at 0: the gradient uses sign(w) for w "
+            "other than 0, and training applies L1 by a proximal (soft-threshold) step, so a "
+            "weight at 0 stays there while the data gradient is smaller than ",
+            nt.lambda_1 / N,
+            ".",
+        ),
+    ]
+    seed = [
+        ("seed 001", "C", "the quadratic cost 1/(2n) sum_x ||y - a||^2", nt.C),
+        ("seed 001", "n", "the number of training inputs", nt.N),
+        ("seed 001", "a", "the network's output", nt.a(L)[nt.j]),
+        ("seed 001", "eta", "the learning rate (Delta v = -eta grad C)", nt.eta),
+        ("seed 001", "m", "the mini-batch size", nt.m),
+        ("seed 002", "X_j", "the input of node j", zl[nt.j]),
+        ("seed 002", "Y_j", "the output of node j", al[nt.j]),
+        ("seed 002", "E", "the error of one sample", nt.C_x),
+        ("seed 002", "W_ij", "the weight of the edge from node i to node j", wl[nt.j, nt.i]),
+        ("seed 002", "alpha", "the learning rate", nt.eta),
+    ]
+    d.seed_symbols = [(src, sp.Symbol(sym), meaning, ours) for src, sym, meaning, ours in seed]

@@ -1,0 +1,262 @@
+"""Second order: the output's R-operator row, closed-form and block Hessians, Gauss-Newton.
+
+The closed form (no hidden layer) and the block form (one hidden layer) are written entry by
+entry in index form, with the L2 term on weight entries only: a bias entry is the weight entry
+with its input replaced by 1 and no regulariser. ``S`` is the output curvature of
+:mod:`.cost`: ``S_kp = s_k [k = p]`` for elementwise outputs, ``a_k ([k = p] - a_p)`` for softmax.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.matrices.expressions.diagonal import DiagMatrix
+
+from . import notation as nt
+from .dense import ROP
+from .ir import Derivation, Equation
+from .units import at, fprime, fsecond
+
+SECOND = "Second order"
+_theta1, _theta2 = sp.symbols("theta_1 theta_2")
+
+
+def _S(d: Derivation, k: sp.Symbol, p: sp.Symbol) -> sp.Expr:
+    """Entry (k, p) of the output curvature S of one sample."""
+    L = d.depth
+    if d.output.vector:
+        a = nt.a(L)
+        return a[k] * (sp.KroneckerDelta(k, p) - a[p])
+    return nt.s(L)[k] * sp.KroneckerDelta(k, p)
+
+
+def _mean(expr: sp.Expr) -> sp.Expr:
+    return sp.Sum(expr, (nt.sample, 1, nt.N)) / nt.N
+
+
+def _l2(d: Derivation, *pairs) -> sp.Expr:
+    """``lambda_2/N`` times Kronecker deltas of ``pairs`` (0 without L2)."""
+    if not d.spec.regularization.l2:
+        return sp.Integer(0)
+    return nt.lambda_2 / nt.N * sp.Mul(*(sp.KroneckerDelta(x, y) for x, y in pairs))
+
+
+def build_rop_output(d: Derivation) -> None:
+    L, j, k = d.depth, nt.j, nt.k
+    if d.output.vector:
+        rhs = sp.Sum(_S(d, j, k) * nt.Rz(L)[k], (k, 1, nt.n(L)))
+        matrix = None
+        prose = ("R{.} of the output delta: the output curvature S applied to R{z}.",)
+    else:
+        rhs = nt.s(L)[j] * nt.Rz(L)[j]
+        matrix = (nt.RDelta(L), sp.HadamardProduct(nt.S(L), nt.RZ(L)))
+        prose = (
+            "R{.} of the output delta: the output curvature s applied to R{z} (",
+            nt.S(L),
+            " holds s for every sample).",
+        )
+    d.add(Equation("rop.out", ROP, nt.Rdelta(L)[j], rhs, matrix=matrix, prose=prose))
+
+
+def build_closed_form(d: Derivation) -> None:
+    """The Hessian of a model without hidden layers, entry by entry (``hess.closed*``)."""
+    L = 1
+    x = nt.a(0)
+    i, j, k, q = nt.i, nt.j, nt.k, nt.q
+    w, b = nt.w(L), nt.b(L)
+    if d.output.vector:
+        # units k (row) and j (column) are coupled through the softmax
+        S = _S(d, k, j)
+        rows = (
+            (
+                "hess.closed",
+                sp.Derivative(nt.C, w[k, i], w[j, q]),
+                _mean(S * x[i] * x[q]) + _l2(d, (k, j), (i, q)),
+            ),
+            ("hess.closed.wb", sp.Derivative(nt.C, w[k, i], b[j]), _mean(S * x[i])),
+            ("hess.closed.bb", sp.Derivative(nt.C, b[k], b[j]), _mean(S)),
+        )
+        prose = (
+            "Closed form for softmax regression: every pair of output units k, j is coupled "
+            "by the softmax curvature; the L2 term sits on weight entries only",
+        )
+        matrix = None
+    else:
+        s = nt.s(L)[j]
+        rows = (
+            (
+                "hess.closed",
+                sp.Derivative(nt.C, w[j, i], w[j, q]),
+                _mean(s * x[i] * x[q]) + _l2(d, (i, q)),
+            ),
+            ("hess.closed.wb", sp.Derivative(nt.C, w[j, i], b[j]), _mean(s * x[i])),
+            ("hess.closed.bb", sp.Derivative(nt.C, (b[j], 2)), _mean(s)),
+        )
+        prose = (
+            "Closed form for a model without hidden layers: output units do not interact, so "
+            "H has one block per output unit j (entries between units are 0); the L2 term sits "
+            "on weight entries only",
+        )
+        reg = (
+            nt.lambda_2
+            / nt.N
+            * sp.BlockMatrix(
+                [
+                    [sp.Identity(nt.n(0)), sp.ZeroMatrix(nt.n(0), 1)],
+                    [sp.ZeroMatrix(1, nt.n(0)), sp.ZeroMatrix(1, 1)],
+                ]
+            )
+        )
+        data = sp.MatMul(1 / nt.m, nt.Xt().T * nt.Sdiag("j") * nt.Xt())
+        blk = sp.MatrixSymbol("H_j", nt.n(0) + 1, nt.n(0) + 1)
+        nt.DISPLAY.setdefault("H_j", ("H_{j}", "Hⱼ"))
+        matrix = (blk, sp.MatAdd(data, reg) if d.spec.regularization.l2 else data)
+    for n_row, (key, lhs, rhs) in enumerate(rows):
+        if n_row == 0:
+            text: tuple = (*prose, ".")
+            if matrix is not None:
+                text = (
+                    *prose,
+                    ". In matrix form, over a batch with ",
+                    nt.Xt(),
+                    " = [X, 1] and ",
+                    nt.Sdiag("j"),
+                    " the diagonal matrix of unit j's s over the batch:",
+                )
+        elif n_row == 1:
+            text = ("Its bias entries: the input replaced by 1, no regulariser.",)
+        else:
+            text = ()
+        d.add(Equation(key, SECOND, lhs, rhs, matrix=matrix if n_row == 0 else None, prose=text))
+
+
+def build_blocks(d: Derivation) -> None:
+    """The exact Hessian of a network with one hidden layer, block by block."""
+    i, j, k, p, q, r = nt.i, nt.j, nt.k, nt.p, nt.q, nt.r
+    x, a1 = nt.a(0), nt.a(1)
+    w1, w2, delta2 = nt.w(1), nt.w(2), nt.delta(2)
+    n1, n2 = nt.n(1), nt.n(2)
+    hidden = d.layers[0].activation
+    fp, fpp = fprime(hidden), fsecond(hidden)
+    fpj, fpq, fppj = at(fp, 1, j), at(fp, 1, q), at(fpp, 1, j)
+    if d.output.vector:
+        s22 = _S(d, k, p)
+        s11 = sp.Sum(sp.Sum(w2[k, j] * _S(d, k, p) * w2[p, q], (p, 1, n2)), (k, 1, n2))
+        s12 = sp.Sum(_S(d, k, p) * w2[p, j], (p, 1, n2))
+    else:
+        s = nt.s(2)
+        s22 = s[k] * sp.KroneckerDelta(k, p)
+        s11 = sp.Sum(w2[k, j] * s[k] * w2[k, q], (k, 1, n2))
+        s12 = s[k] * w2[k, j]
+    back = sp.Sum(w2[k, j] * delta2[k], (k, 1, n2))
+    e11 = fpj * fpq * x[i] * x[r] * s11
+    if fpp != 0:
+        e11 += sp.KroneckerDelta(j, q) * fppj * x[i] * x[r] * back
+    e12 = fpj * x[i] * a1[q] * s12 + sp.KroneckerDelta(j, q) * fpj * x[i] * delta2[k]
+    e22 = s22 * a1[i] * a1[q]
+    rows = (
+        (
+            "hess.blocks.11",
+            sp.Derivative(nt.C, w1[j, i], w1[q, r]),
+            _mean(e11) + _l2(d, (j, q), (i, r)),
+            _tag(_theta1, _theta1)
+            + (
+                " (both parameters in layer 1): the Gauss-Newton part through the output "
+                "curvature"
+                + (" and the hidden layer's own curvature f''." if fpp != 0 else " (f'' = 0)."),
+            ),
+        ),
+        (
+            "hess.blocks.12",
+            sp.Derivative(nt.C, w1[j, i], w2[k, q]),
+            _mean(e12),
+            _tag(_theta1, _theta2)
+            + (
+                ": the Gauss-Newton part plus the cross term from ",
+                sp.Eq(nt.z(2)[k], sp.Sum(w2[k, q] * a1[q], (q, 1, n1)) + nt.b(2)[k]),
+                " (where q = j); no regulariser between layers.",
+            ),
+        ),
+        (
+            "hess.blocks.22",
+            sp.Derivative(nt.C, w2[k, i], w2[p, q]),
+            _mean(e22) + _l2(d, (k, p), (i, q)),
+            _tag(_theta2, _theta2) + (": the output layer sees its inputs only.",),
+        ),
+    )
+    for n_row, (key, lhs, rhs, text) in enumerate(rows):
+        prose = text
+        if n_row == 0:
+            prose = (
+                "The exact Hessian of a network with one hidden layer, block by block. ",
+                _theta1,
+                " holds the weights and biases of layer 1, ",
+                _theta2,
+                " those of layer 2, and a block tag such as ",
+                *_tag(_theta1, _theta2),
+                " names the rows and columns of H it fills. A bias entry is the weight entry "
+                "with its input (",
+                x[i],
+                " or ",
+                a1[q],
+                ") replaced by 1 and without the regulariser. ",
+                *text,
+            )
+        d.add(Equation(key, SECOND, lhs, rhs, prose=prose))
+    d.alias("hess.blocks", "hess.blocks.11")
+
+
+def _tag(row: sp.Symbol, col: sp.Symbol) -> tuple:
+    """A block tag ``[theta_1, theta_2]`` as prose parts."""
+    return ("Block [", row, ", ", col, "]")
+
+
+def build_gauss_newton(d: Derivation) -> None:
+    L = d.depth
+    loss = d.loss
+    l2 = d.spec.regularization.l2
+
+    def gn(J: sp.MatrixSymbol, S: sp.MatrixSymbol) -> sp.Expr:
+        core = sp.MatMul(1 / nt.N, nt.SampleSum(sp.MatMul(J.T, S, J)))
+        return sp.MatAdd(core, nt.lambda_2 / nt.N * nt.I_w) if l2 else core
+
+    Jz, Ja = nt.J(L, "z"), nt.J(L, "a")
+    if d.output.vector or loss.matching:
+        steps: tuple = ()
+        rhs = gn(Jz, nt.Sx(L, "s"))
+        prose: tuple = (
+            "The Gauss-Newton approximation, with ",
+            sp.Eq(Jz, sp.Derivative(nt.vec("z", L), nt.theta_v), evaluate=False),
+            " and ",
+            nt.Sx(L, "s"),
+            " the output curvature of one sample (positive semi-definite): the R-operator "
+            "sweep without the f'' and delta V terms.",
+        )
+    else:
+        steps = (gn(Ja, nt.Sx(L, "l2")),)
+        rhs = gn(Jz, nt.Sx(L, "sG"))
+        prose = (
+            "The Gauss-Newton approximation for a loss not matched to its output activation "
+            "keeps the loss's curvature in a: ",
+            sp.Eq(Ja, sp.Derivative(nt.vec("a", L), nt.theta_v), evaluate=False),
+            " and ",
+            nt.Sx(L, "l2"),
+            " the diagonal matrix of ",
+            sp.Derivative(nt.ell(nt.a(L)[nt.j], nt.y[nt.j]), (nt.a(L)[nt.j], 2)),
+            " (positive semi-definite whenever the loss is convex in a). The code applies it to ",
+            sp.Eq(Jz, sp.Derivative(nt.vec("z", L), nt.theta_v), evaluate=False),
+            ", as ",
+            sp.Eq(Ja, sp.MatMul(DiagMatrix(nt.vec("fp", L)), Jz), evaluate=False),
+            ", with ",
+            nt.Sx(L, "sG"),
+            " the diagonal matrix of the previous equation.",
+        )
+    if l2:
+        prose = (
+            *prose,
+            " The L2 term adds ",
+            nt.lambda_2 / nt.N,
+            " on the weights only (",
+            nt.I_w,
+            ": 1 on each weight, 0 on each bias).",
+        )
+    d.add(Equation("gauss_newton", SECOND, nt.G, rhs, steps=steps, prose=prose))
