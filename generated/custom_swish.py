@@ -3,7 +3,7 @@
 Do not edit: regenerate with `symgrad generate examples/custom_swish.yaml`. Equation numbers (N) refer to
 `symgrad derive examples/custom_swish.yaml`.
 
-Spec (sha256 7c508d225d5dc6da):
+Spec (sha256 e6187b3f858535c3):
     name: custom_swish
     inputs: 4
     layers:
@@ -38,6 +38,8 @@ Spec (sha256 7c508d225d5dc6da):
       cauchy: log(1 + (a - y)**2)
     task: null
     description: ''
+    preprocess:
+      standardize: false
 """
 
 from __future__ import annotations
@@ -47,23 +49,19 @@ import os
 
 import numpy as np
 
-SPEC_SHA256 = "7c508d225d5dc6dae28d762f9c01de1ba8528d124bcdb9e74ae43adc0c262b9f"
+SPEC_SHA256 = "e6187b3f858535c3e020b98b5dea3f48a0fa14c2056f624e7677dc0a0087288c"
 SIZES = [4, 8, 1]
 N_PARAMS = 49
 #: hessian() refuses above this many parameters (the matrix would need P * P floats); use hvp().
 MAX_HESSIAN_PARAMS = 20000
-#: Newton steps use the exact Hessian up to this many parameters, conjugate gradients above.
-NEWTON_EXACT_MAX = 2000
+#: per layer: units, inputs, and where W_l and b_l start in the public order
+_LAYOUT = ((8, 4, 0, 32), (1, 8, 40, 48))
 
 
 def _public_index():
-    """For each position of the internal storage, its public index (``get_flat`` order).
-
-    Layer 1 is stored as in public (W_1 row-major, then b_1): it reads X directly. Later layers
-    keep the rows [W_l | b_l], so one product with [a_{l-1} | 1] includes the bias.
-    """
+    """For each position of the internal storage, its public index (``get_flat`` order)."""
     parts = []
-    for units, fan_in, w0, b0 in [(8, 4, 0, 32), (1, 8, 40, 48)]:
+    for units, fan_in, w0, b0 in _LAYOUT:
         if w0 == 0:
             parts.append(np.arange(units * fan_in + units))
             continue
@@ -75,10 +73,6 @@ def _public_index():
 
 
 _PUBLIC = _public_index()
-#: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
-_WEIGHT_MASK = np.concatenate(
-    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in [(8, 4, 0, 32), (1, 8, 40, 48)]]
-)[_PUBLIC]
 
 
 class DivergenceError(FloatingPointError):
@@ -120,9 +114,9 @@ class CustomSwish:
         self._store = np.empty(N_PARAMS, dtype=self.dtype)
         self._views()
         rng = np.random.default_rng(self.seed)
-        self.W_1[...] = np.sqrt(2.0 / (4 + 8)) * rng.standard_normal((8, 4))
+        self.W_1[...] = 0.408248290463863 * rng.standard_normal((8, 4))
         self.b_1[...] = 0.0
-        self.W_2[...] = np.sqrt(2.0 / (8 + 1)) * rng.standard_normal((1, 8))
+        self.W_2[...] = 0.4714045207910317 * rng.standard_normal((1, 8))
         self.b_2[...] = 0.0
         self._steps = {}
         self._opt_state = None
@@ -159,9 +153,14 @@ class CustomSwish:
 
     def params(self):
         """The parameters by name (views): ``{'W_1': ..., 'b_1': ..., ...}``."""
-        return {"W_1": self.W_1, "b_1": self.b_1, "W_2": self.W_2, "b_2": self.b_2}
+        return {
+            "W_1": self.W_1,
+            "b_1": self.b_1,
+            "W_2": self.W_2,
+            "b_2": self.b_2,
+        }
 
-    # -- forward -------------------------------------------------------------------------------
+    # -- forward -----------------------------------------------------------------------------
     def _check_X(self, X):
         X = np.asarray(X, dtype=self.dtype)
         if X.ndim != 2 or X.shape[1] != 4:
@@ -176,14 +175,75 @@ class CustomSwish:
             raise ValueError(f"Y must have shape ({X.shape[0]}, 1), got {Y.shape}")
         return Y
 
+    def _pass(self, m, grad=None, scale=1.0):
+        """Buffers for m samples; ``forward(x)`` fills ``cache`` = [z_1, a_1, ..., z_L, a_L] (z_l
+        is a_l's buffer unless kept), ``backward(x, Y)`` writes scale * grad sum_x C_x into
+        ``grad`` (P,) in the internal order. The passes allocate nothing."""
+        dt = self.dtype
+        W_1, b_1 = self.W_1, self.b_1
+        a_1_1 = np.ones((m, 9), dtype=dt)  # [a_1 | 1]
+        a_1 = a_1_1[:, :8]
+        z_1 = np.empty((m, 8), dtype=dt)
+        t_1_0 = np.empty((m, 8), dtype=dt)
+        Wb_2 = self._Wb_2
+        a_2 = np.empty((m, 1), dtype=dt)
+        t_2_0 = np.empty((m, 1), dtype=dt)
+
+        def forward(x):
+            # (3), (4) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            np.dot(x, W_1.T, z_1)
+            np.add(z_1, b_1, z_1)
+            np.multiply(z_1, 0.5, a_1)
+            np.tanh(a_1, a_1)
+            np.multiply(a_1, 0.5, a_1)
+            np.add(a_1, 0.5, a_1)
+            np.multiply(a_1, z_1, a_1)
+            # (5), (6) z_2 = [a_1 | 1] [W_2 | b_2]^T, a_2 = f_2(z_2)
+            np.dot(a_1_1, Wb_2.T, a_2)
+
+        cache = [z_1, a_1, a_2, a_2]
+        if grad is None:
+            return forward, None, cache
+        gW_1 = grad[0:32].reshape(8, 4)
+        gb_1 = grad[32:40]
+        delta_1 = np.empty((m, 8), dtype=dt)
+        W_2 = self.W_2
+        gWb_2 = grad[40:49].reshape(1, 9)
+        delta_2 = np.empty((m, 1), dtype=dt)
+
+        def backward(x, Y):
+            # (11) output delta, times scale
+            np.subtract(a_2, Y, delta_2)
+            np.subtract(a_2, Y, t_2_0)
+            np.multiply(t_2_0, t_2_0, t_2_0)
+            np.add(t_2_0, 1, t_2_0)
+            np.divide(delta_2, t_2_0, delta_2)
+            np.multiply(delta_2, 2, delta_2)
+            np.multiply(delta_2, scale, delta_2)
+            # (16), (17) [dC/dW_2 | dC/db_2] = delta_2^T [a_1 | 1]
+            np.dot(delta_2.T, a_1_1, gWb_2)
+            # (13) delta_1 = f'_1 * (delta_2 W_2)
+            np.dot(delta_2, W_2, delta_1)
+            np.exp(z_1, t_1_0)
+            np.add(t_1_0, z_1, t_1_0)
+            np.add(t_1_0, 1, t_1_0)
+            np.multiply(delta_1, t_1_0, delta_1)
+            np.multiply(z_1, 0.5, t_1_0)
+            np.cosh(t_1_0, t_1_0)
+            np.multiply(t_1_0, t_1_0, t_1_0)
+            np.divide(delta_1, t_1_0, delta_1)
+            np.multiply(delta_1, 0.25, delta_1)
+            # (14), (15) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            np.dot(delta_1.T, x, gW_1)
+            np.add.reduce(delta_1, 0, None, gb_1)
+
+        return forward, backward, cache
+
     def _forward(self, X):
-        """Forward pass (2); returns the list [a_0, z_1, a_1, ..., z_L, a_L]."""
-        a_0 = X
-        z_1 = a_0 @ self.W_1.T + self.b_1
-        a_1 = z_1*((0.5)*np.tanh((0.5)*z_1) + 0.5)
-        z_2 = a_1 @ self.W_2.T + self.b_2
-        a_2 = z_2
-        return [a_0, z_1, a_1, z_2, a_2]
+        """The forward pass (3), (4); returns [a_0, z_1, a_1, ..., z_L, a_L]."""
+        forward, _, cache = self._pass(X.shape[0])
+        forward(X)
+        return [X, *cache]
 
     def forward(self, X):
         """The network's output a_L (samples, 1) for inputs X (samples, 4)."""
@@ -191,25 +251,20 @@ class CustomSwish:
 
     def predict(self, X):
         """Predictions a_L (samples, outputs)."""
-        a = self.forward(X)
-        return a
+        return self.forward(X)
 
-    # -- cost ------------------------------------------------------------------------------------
-    def _loss_sum(self, z_2, a_2, Y):
-        """Sum over samples and units of the per-unit loss (1)."""
-        return float(np.sum(np.log((a_2 - Y)**2 + 1)))
-
-    def _penalty(self):
-        """Regulariser of the cost (1) without its 1/n factor."""
-        return 0.0
+    # -- cost --------------------------------------------------------------------------------
+    def _loss_sum(self, a_2, Y):
+        """Sum over samples and units of the per-unit loss (2)."""
+        return float(np.sum(np.log((a_2 - Y) ** 2 + 1)))
 
     def loss(self, X, Y):
-        """The cost C (1) on the batch (X, Y), averaged over its n samples."""
+        """The cost C (1) on (X, Y): the mean loss of its n samples."""
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
         cache = self._forward(X)
         n = X.shape[0]
-        return (self._loss_sum(cache[-2], cache[-1], Y) + self._penalty()) / n
+        return self._loss_sum(cache[-1], Y) / n
 
     def score(self, X, Y):
         """Coefficient of determination R^2 on (X, Y)."""
@@ -220,58 +275,39 @@ class CustomSwish:
         ss_tot = float(np.sum((Y - Y.mean(axis=0)) ** 2))
         return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
 
-    # -- gradients -------------------------------------------------------------------------------
-    def _backward(self, cache, Y, grad):
-        """Backpropagation into the flat vector ``grad`` (P,); returns the per-sample deltas."""
-        n = Y.shape[0]
-        a_0 = cache[0]
-        z_1 = cache[1]
-        a_1 = cache[2]
-        a_2 = cache[4]
-        deltas = {}
-        # (8) output delta
-        delta_2 = 2*(a_2 - Y)/(a_2*a_2 - 2*a_2*Y + Y*Y + 1)
-        deltas[2] = delta_2
-        # (12) gradients of layer 2
-        grad[40:48] = (delta_2.T @ a_1).ravel() / n
-        grad[48:49] = delta_2.sum(axis=0) / n
-        # (10) delta_1 = f'_1 * (W_2^T delta_2)
-        delta_1 = (delta_2 @ self.W_2) * ((0.25)*(z_1 + np.exp(z_1) + 1)/np.cosh((0.5)*z_1)**2)
-        deltas[1] = delta_1
-        # (11) gradients of layer 1
-        grad[0:32] = (delta_1.T @ a_0).ravel() / n
-        grad[32:40] = delta_1.sum(axis=0) / n
-        self._add_penalty_grad(grad, n)
-        return deltas
-
-    def _add_penalty_grad(self, grad, n):
-        """Add the gradient of the regulariser (1) to ``grad`` (public order)."""
+    # -- gradients ---------------------------------------------------------------------------
+    def _gradient(self, X, Y):
+        """The gradient (P,), internal order, of the mean cost over X's samples."""
+        grad = np.empty(N_PARAMS, dtype=self.dtype)
+        forward, backward, _ = self._pass(X.shape[0], grad, 1.0 / X.shape[0])
+        forward(X)
+        backward(X, Y)
+        return grad
 
     def gradient_flat(self, X, Y):
         """The gradient of the cost (1) as one vector (P,) in the order of ``get_flat``."""
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
-        grad = np.empty(N_PARAMS, dtype=self.dtype)
-        self._backward(self._forward(X), Y, grad)
-        return grad
+        v = np.empty(N_PARAMS, dtype=self.dtype)
+        v[_PUBLIC] = self._gradient(X, Y)
+        return v
 
     def gradients(self, X, Y):
-        """Gradients by name, as in the derivation: ``{'dE_dW_1': ..., 'dE_db_1': ..., ...}``."""
+        """Gradients by name, as in the derivation: ``{'dC_dW_1': ..., ...}``."""
         g = self.gradient_flat(X, Y)
         return {
-            "dE_dW_1": g[0:32].reshape(8, 4),
-            "dE_db_1": g[32:40],
-            "dE_dW_2": g[40:48].reshape(1, 8),
-            "dE_db_2": g[48:49],
+            "dC_dW_1": g[0:32].reshape(8, 4),
+            "dC_db_1": g[32:40],
+            "dC_dW_2": g[40:48].reshape(1, 8),
+            "dC_db_2": g[48:49],
         }
 
-    # -- second order ----------------------------------------------------------------------------
-    def _rop(self, X, Y, V, gauss_newton=False):
-        """H @ V (or G @ V) for a block of directions V (P, k) by the R-operator (15)-(17)."""
-        n = X.shape[0]
+    # -- second order ------------------------------------------------------------------------
+    def _rop(self, X, Y, V, gauss_newton):
+        """H @ V (or G @ V) for directions V (P, k) by the R-operator (24)-(32); regulariser over n."""
+        m = X.shape[0]
         k = V.shape[1]
         cache = self._forward(X)
-        a_0 = cache[0]
         z_1 = cache[1]
         a_1 = cache[2]
         a_2 = cache[4]
@@ -280,33 +316,39 @@ class CustomSwish:
         vb_1 = Vt[:, 32:40].reshape(k, 1, 8)
         V_2 = Vt[:, 40:48].reshape(k, 1, 8)
         vb_2 = Vt[:, 48:49].reshape(k, 1, 1)
-        # (15) forward sweep
-        Rz_1 = np.matmul(a_0, V_1.transpose(0, 2, 1)) + vb_1
-        fp_1 = (0.25)*(z_1 + np.exp(z_1) + 1)/np.cosh((0.5)*z_1)**2
+        # forward sweep
+        Rz_1 = np.matmul(X, V_1.transpose(0, 2, 1)) + vb_1
+        fp_1 = 0.25 * (z_1 + np.exp(z_1) + 1) / np.cosh(0.5 * z_1) ** 2
         Ra_1 = fp_1 * Rz_1
         Rz_2 = Ra_1 @ self.W_2.T + np.matmul(a_1, V_2.transpose(0, 2, 1)) + vb_2
-        # (13) output: R{delta_2} = S R{z_2}
-        delta_2 = 2*(a_2 - Y)/(a_2*a_2 - 2*a_2*Y + Y*Y + 1)
+        # (18) output: R{delta_2} = S R{z_2}
+        delta_2 = 2 * (a_2 - Y) / ((a_2 - Y) ** 2 + 1)
         if gauss_newton:
-            Rdelta_2 = (2*(1 - (a_2 - Y)**2)/((a_2 - Y)**2 + 1)**2) * Rz_2
+            Rdelta_2 = 2 * Rz_2 * (1 - (a_2 - Y) ** 2) / ((a_2 - Y) ** 2 + 1) ** 2
         else:
-            Rdelta_2 = (-2*(a_2 - Y - 1)*(a_2 - Y + 1)/(a_2*a_2 - 2*a_2*Y + Y*Y + 1)**2) * Rz_2
+            Rdelta_2 = 2 * Rz_2 * (1 - (a_2 - Y) ** 2) / ((a_2 - Y) ** 2 + 1) ** 2
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
-        # (16) backward sweep and (17) products
+        # backward sweep, and the rows of H V
         HW = np.matmul(Rdelta_2.transpose(0, 2, 1), a_1)
         if not gauss_newton:
             HW += np.matmul(delta_2.T, Ra_1)
-        out[:, 40:48] = HW.reshape(k, -1) / n
-        out[:, 48:49] = Rdelta_2.sum(axis=1) / n
+        out[:, 40:48] = HW.reshape(k, -1) / m
+        out[:, 48:49] = Rdelta_2.sum(axis=1) / m
         back_1 = delta_2 @ self.W_2
         Rback_1 = Rdelta_2 @ self.W_2
-        if gauss_newton:
-            Rdelta_1 = fp_1 * Rback_1
-        else:
+        if not gauss_newton:
             Rback_1 += np.matmul(delta_2, V_2)
-            Rdelta_1 = fp_1 * Rback_1 + ((2*z_1 + (2 - z_1)*(np.exp(z_1) + 1))*np.exp(z_1)/(np.exp(z_1) + 1)**3) * Rz_1 * back_1
-        out[:, 0:32] = np.matmul(Rdelta_1.transpose(0, 2, 1), a_0).reshape(k, -1) / n
-        out[:, 32:40] = Rdelta_1.sum(axis=1) / n
+        Rdelta_1 = fp_1 * Rback_1
+        if not gauss_newton:
+            Rdelta_1 += (
+                Rz_1
+                * back_1
+                * (2 * z_1 + (2 - z_1) * (np.exp(z_1) + 1))
+                * np.exp(z_1)
+                / (np.exp(z_1) + 1) ** 3
+            )
+        out[:, 0:32] = np.matmul(Rdelta_1.transpose(0, 2, 1), X).reshape(k, -1) / m
+        out[:, 32:40] = Rdelta_1.sum(axis=1) / m
         return out.T
 
     def hvp(self, X, Y, v):
@@ -314,30 +356,33 @@ class CustomSwish:
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
         v = np.asarray(v, dtype=self.dtype).reshape(N_PARAMS, 1)
-        return self._rop(X, Y, v)[:, 0]
+        return self._rop(X, Y, v, False)[:, 0]
 
     def _full(self, X, Y, gauss_newton):
+        """Every column of H (or G) in vectorised R-operator sweeps."""
+        H = np.empty((N_PARAMS, N_PARAMS), dtype=self.dtype)
+        chunk = max(1, min(N_PARAMS, 2_000_000 // max(1, X.shape[0] * 8)))
+        eye = np.eye(N_PARAMS, dtype=self.dtype)
+        for lo in range(0, N_PARAMS, chunk):
+            H[:, lo : lo + chunk] = self._rop(X, Y, eye[:, lo : lo + chunk], gauss_newton)
+        return H
+
+    def _checked(self, X, Y):
         if N_PARAMS > MAX_HESSIAN_PARAMS:
             raise MemoryError(
                 f"the Hessian has {N_PARAMS}**2 entries; above {MAX_HESSIAN_PARAMS} parameters "
                 "use hvp() (or Newton's conjugate gradients) instead"
             )
         X = self._check_X(X)
-        Y = self._check_Y(X, Y)
-        H = np.empty((N_PARAMS, N_PARAMS), dtype=self.dtype)
-        chunk = max(1, min(N_PARAMS, 2_000_000 // max(1, X.shape[0] * 8)))
-        eye = np.eye(N_PARAMS, dtype=self.dtype)
-        for lo in range(0, N_PARAMS, chunk):
-            H[:, lo:lo + chunk] = self._rop(X, Y, eye[:, lo:lo + chunk], gauss_newton)
-        return H
+        return X, self._check_Y(X, Y)
 
+    def _hessian(self, X, Y):
+        """The exact Hessian of a one-hidden-layer network in block form (20).
 
-    def _two_layer_hessian(self, X, Y):
-        """The exact Hessian of a one-hidden-layer network in block form (14).
-
-        H = (1/n) sum_x [J^T S J + (hidden curvature) + (cross terms)], with J = dz_2/dtheta.
+        H = (1/m) sum_x [J^T S J + (hidden curvature) + (cross terms)], with J = dz_2/dtheta,
+        and the regulariser over n.
         """
-        n = X.shape[0]
+        m = X.shape[0]
         d, u, K = 4, 8, 1
         H = np.zeros((N_PARAMS, N_PARAMS), dtype=self.dtype)
         W_2 = self.W_2
@@ -347,37 +392,43 @@ class CustomSwish:
         idx_1[:, d] = u * d + np.arange(u)
         idx_2 = 40 + np.arange(K * u).reshape(K, u)
         chunk = max(1, 4_000_000 // (K * N_PARAMS))
-        for lo in range(0, n, chunk):
-            x = X[lo:lo + chunk]
-            y = Y[lo:lo + chunk]
-            m = x.shape[0]
+        for lo in range(0, m, chunk):
+            x = X[lo : lo + chunk]
+            y = Y[lo : lo + chunk]
+            c = x.shape[0]
             cache = self._forward(x)
             z_1 = cache[1]
             a_1 = cache[2]
             a_2 = cache[4]
-            Y_ = y
-            fp_1 = np.broadcast_to((0.25)*(z_1 + np.exp(z_1) + 1)/np.cosh((0.5)*z_1)**2, (m, u))
-            delta_2 = 2*(a_2 - Y_)/(a_2*a_2 - 2*a_2*Y_ + Y_*Y_ + 1)
+            fp_1 = np.broadcast_to(0.25 * (z_1 + np.exp(z_1) + 1) / np.cosh(0.5 * z_1) ** 2, (c, u))
+            delta_2 = 2 * (a_2 - y) / ((a_2 - y) ** 2 + 1)
             # J: dz_2 / dtheta per sample, in the flat order
-            J = np.zeros((m, K, N_PARAMS), dtype=self.dtype)
+            J = np.zeros((c, K, N_PARAMS), dtype=self.dtype)
             G = W_2[None, :, :] * fp_1[:, None, :]  # dz_2k / dz_1j
-            J[:, :, :u * d] = (G[:, :, :, None] * x[:, None, None, :]).reshape(m, K, u * d)
-            J[:, :, u * d:u * d + u] = G
+            J[:, :, : u * d] = (G[:, :, :, None] * x[:, None, None, :]).reshape(c, K, u * d)
+            J[:, :, u * d : u * d + u] = G
             for k_ in range(K):
-                J[:, k_, 40 + k_ * u:40 + (k_ + 1) * u] = a_1
+                J[:, k_, 40 + k_ * u : 40 + (k_ + 1) * u] = a_1
                 J[:, k_, 48 + k_] = 1.0
-            # (13) Gauss-Newton part: sum_x J^T S J
-            s = np.broadcast_to(-2*(a_2 - Y_ - 1)*(a_2 - Y_ + 1)/(a_2*a_2 - 2*a_2*Y_ + Y_*Y_ + 1)**2, (m, K))
+            # (18) Gauss-Newton part: sum_x J^T S J
+            s = 2 * (1 - (a_2 - y) ** 2) / ((a_2 - y) ** 2 + 1) ** 2
+            s = np.broadcast_to(s, (c, K))
             if np.all(s >= 0):
-                B = (J * np.sqrt(s)[:, :, None]).reshape(m * K, N_PARAMS)
+                B = (J * np.sqrt(s)[:, :, None]).reshape(c * K, N_PARAMS)
                 H += B.T @ B  # syrk
             else:
-                H += (J * s[:, :, None]).reshape(m * K, N_PARAMS).T @ J.reshape(m * K, N_PARAMS)
-            xt = np.hstack([x, np.ones((m, 1), dtype=self.dtype)])
+                H += (J * s[:, :, None]).reshape(c * K, N_PARAMS).T @ J.reshape(c * K, N_PARAMS)
+            xt = np.hstack([x, np.ones((c, 1), dtype=self.dtype)])
             # hidden curvature: x~ x~^T f''_1j (W_2^T delta_2)_j, one block per hidden unit j
-            c = ((2*z_1 + (2 - z_1)*(np.exp(z_1) + 1))*np.exp(z_1)/(np.exp(z_1) + 1)**3) * (delta_2 @ W_2)
-            outer = (xt[:, :, None] * xt[:, None, :]).reshape(m, (d + 1) * (d + 1))
-            Cb = (c.T @ outer).reshape(u, d + 1, d + 1)
+            back_1 = delta_2 @ W_2
+            curvature = (
+                back_1
+                * (2 * z_1 + (2 - z_1) * (np.exp(z_1) + 1))
+                * np.exp(z_1)
+                / (np.exp(z_1) + 1) ** 3
+            )
+            outer = (xt[:, :, None] * xt[:, None, :]).reshape(c, (d + 1) * (d + 1))
+            Cb = (curvature.T @ outer).reshape(u, d + 1, d + 1)
             H[idx_1[:, :, None], idx_1[:, None, :]] += Cb
             # cross terms: d2C / dW_1[j,i] dW_2[k,j] gains delta_2k f'_1j x~_i
             M = np.einsum("mk,mj,mi->kji", delta_2, fp_1, xt)
@@ -385,51 +436,32 @@ class CustomSwish:
             cols = np.broadcast_to(idx_2[:, :, None], (K, u, d + 1))
             H[rows, cols] += M
             H[cols, rows] += M
-        H /= n
+        H /= m
         return H
 
     def hessian(self, X, Y):
-        """The exact Hessian (P, P) of the cost (1) over ``get_flat`` order (block form (14))."""
-        if N_PARAMS > MAX_HESSIAN_PARAMS:
-            return self._full(X, Y, False)  # raises with a pointer to hvp()
-        X = self._check_X(X)
-        Y = self._check_Y(X, Y)
-        return self._two_layer_hessian(X, Y)
+        """The exact Hessian (P, P) of the cost (1) in the order of ``get_flat``."""
+        X, Y = self._checked(X, Y)
+        return self._hessian(X, Y)
 
     def gauss_newton(self, X, Y):
-        """The Gauss-Newton matrix G (P, P) (18); positive semi-definite for a loss convex in its output."""
+        """The Gauss-Newton matrix G (P, P) (19); positive semi-definite for a loss convex in its output."""
+        X, Y = self._checked(X, Y)
         return self._full(X, Y, True)
 
     # -- training ----------------------------------------------------------------------------
-    def _make_runner(self, m, track):
-        """A closure that trains on consecutive batches of m samples (rmsprop).
-
-        Every array it touches is allocated here, once per batch size, so the training loop
-        allocates nothing. Calls read ``ufunc(x, y, out)``: the result goes into ``out``.
-        """
-        dt = self.dtype
+    def _make_runner(self, m, n, track):
+        """Train on batches of m of n samples; allocates once, ``ufunc(x, y, out)`` in the loop."""
         store = self._store
         grad = self._scratch["grad"]  # shared by the steps of every batch size
-        work = self._scratch["work"]
-        scale = 1.0 / m
+        work_0 = self._scratch["work_0"]
+        opt_sq = self._opt_state["sq"]
         lr = self.learning_rate
-        xg = np.empty((m, 4), dtype=dt)  # shuffled batches are gathered here
-        yg = np.empty((m, 1), dtype=dt)
-        W_1, b_1 = self.W_1, self.b_1
-        gW_1 = grad[0:32].reshape(8, 4)
-        gb_1 = grad[32:40]
-        a_1_1 = np.ones((m, 9), dtype=dt)  # [a_1 | 1]: the next layer's input
-        a_1 = a_1_1[:, :8]
-        z_1 = np.empty((m, 8), dtype=dt)
-        delta_1 = np.empty((m, 8), dtype=dt)
-        t_1_0 = np.empty((m, 8), dtype=dt)
-        Wb_2 = self._Wb_2
-        W_2 = self.W_2
-        gWb_2 = grad[40:49].reshape(1, 9)
-        a_2 = np.empty((m, 1), dtype=dt)
-        delta_2 = np.empty((m, 1), dtype=dt)
-        t_2_0 = np.empty((m, 1), dtype=dt)
-        sq = self._opt_state["sq"]
+        scale = 1.0 / m
+        forward, backward, cache = self._pass(m, grad, scale)
+        a_2 = cache[-1]
+        xg = np.empty((m, 4), dtype=self.dtype)  # shuffled batches are gathered here
+        yg = np.empty((m, 1), dtype=self.dtype)
 
         def run(X, Y_all, labels, order, start, count):
             """Train on ``count`` batches: rows start + i m ... (of ``order`` when shuffled)."""
@@ -437,88 +469,59 @@ class CustomSwish:
             for i in range(count):
                 lo = start + i * m
                 if order is None:
-                    x, Y = X[lo:lo + m], Y_all[lo:lo + m]
+                    x, Y = X[lo : lo + m], Y_all[lo : lo + m]
                 else:
-                    idx = order[lo:lo + m]
+                    idx = order[lo : lo + m]
                     x, Y = np.take(X, idx, 0, xg), np.take(Y_all, idx, 0, yg)
-                # (2) layer 1: z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
-                np.dot(x, W_1.T, z_1)
-                np.add(z_1, b_1, z_1)
-                np.multiply(z_1, 0.5, a_1)
-                np.tanh(a_1, a_1)
-                np.multiply(a_1, 0.5, a_1)
-                np.add(a_1, 0.5, a_1)
-                np.multiply(a_1, z_1, a_1)
-                # (2) layer 2: z_2 = [a_1 | 1] Wb_2^T, a_2 = f_2(z_2)
-                np.dot(a_1_1, Wb_2.T, a_2)
+                forward(x)
                 if track:
-                    batch_loss = self._loss_sum(a_2, a_2, Y)
+                    batch_loss = self._loss_sum(a_2, Y)
                     if not math.isfinite(batch_loss):
                         raise _Diverged(i, batch_loss)
                     total += batch_loss
-                # (8) output delta
-                np.multiply(a_2, Y, delta_2)
-                np.multiply(delta_2, -2, delta_2)
-                np.multiply(a_2, a_2, t_2_0)
-                np.add(delta_2, t_2_0, delta_2)
-                np.multiply(Y, Y, t_2_0)
-                np.add(delta_2, t_2_0, delta_2)
-                np.add(delta_2, 1, delta_2)
-                np.reciprocal(delta_2, delta_2)
-                np.subtract(a_2, Y, t_2_0)
-                np.multiply(delta_2, t_2_0, delta_2)
-                np.multiply(delta_2, 2, delta_2)
-                np.multiply(delta_2, scale, delta_2)
-                # (12) [dC/dW_2 | dC/db_2] = delta_2^T [a_1 | 1]
-                np.dot(delta_2.T, a_1_1, gWb_2)
-                # (10) delta_1 = f'_1 * (delta_2 W_2)
-                np.dot(delta_2, W_2, delta_1)
-                np.multiply(delta_1, 0.25, delta_1)
-                np.multiply(z_1, 0.5, t_1_0)
-                np.cosh(t_1_0, t_1_0)
-                np.power(t_1_0, -2, t_1_0)
-                np.multiply(delta_1, t_1_0, delta_1)
-                np.exp(z_1, t_1_0)
-                np.add(t_1_0, z_1, t_1_0)
-                np.add(t_1_0, 1, t_1_0)
-                np.multiply(delta_1, t_1_0, delta_1)
-                # (11) dC/dW_1 = delta_1^T x, dC/db_1 = sum of delta_1 over the batch
-                np.dot(delta_1.T, x, gW_1)
-                np.add.reduce(delta_1, 0, None, gb_1)
-                # E <- rho E + (1 - rho) g^2; theta <- theta - eta g / (sqrt(E) + eps)
-                np.multiply(grad, grad, work)
-                np.multiply(work, 0.09999999999999998, work)
-                np.multiply(sq, 0.9, sq)
-                np.add(sq, work, sq)
-                np.sqrt(sq, work)
-                np.add(work, 1e-08, work)
-                np.divide(grad, work, work)
-                np.multiply(work, lr, work)
-                np.subtract(store, work, store)
+                backward(x, Y)
+                # (40)-(41) RMSProp
+                np.multiply(opt_sq, 0.9, opt_sq)
+                np.multiply(grad, grad, work_0)
+                np.multiply(work_0, 0.1, work_0)
+                np.add(opt_sq, work_0, opt_sq)
+                np.sqrt(opt_sq, work_0)
+                np.add(work_0, 1e-08, work_0)
+                np.divide(grad, work_0, work_0)
+                np.multiply(work_0, lr, work_0)
+                np.subtract(store, work_0, store)
             return total, correct
 
         return run
 
     def _init_optimizer(self):
-        P = N_PARAMS
-        dt = self.dtype
         self._opt_state = {"t": 0}
+        for key in ["sq"]:
+            self._opt_state[key] = np.zeros(N_PARAMS, dtype=self.dtype)
         # work vectors of the training steps (not state: never saved)
-        self._scratch = {}
-        self._scratch["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
-        self._scratch["work"] = np.empty(N_PARAMS, dtype=self.dtype)
-        self._opt_state["sq"] = np.zeros(P, dtype=dt)
+        self._scratch = {k: np.empty_like(self._store) for k in ["grad", "work_0"]}
         self._steps = {}
 
-    def fit(self, X, Y, epochs=None, batch_size=None, X_val=None, Y_val=None, callback=None,
-            shuffle=True, track=True, verbose=False):
+    def fit(
+        self,
+        X,
+        Y,
+        epochs=None,
+        batch_size=None,
+        X_val=None,
+        Y_val=None,
+        callback=None,
+        shuffle=True,
+        track=True,
+        verbose=False,
+    ):
         """Train with rmsprop (RMSProp); returns the history of each epoch.
 
         X (samples, 4), Y (samples, 1). ``epochs``/``batch_size`` override the
-        spec's (50 / 16).
-        ``shuffle=False`` visits the samples in the order given; otherwise one permutation per
-        epoch from a generator keyed by (seed, epoch). ``callback(epoch, history)`` runs after each
-        epoch; returning False stops training.
+        spec's (50 / 16). The regulariser uses N = the number
+        of samples of X. ``shuffle=False`` visits the samples in the order given; otherwise one
+        permutation per epoch from a generator keyed by (seed, epoch). ``callback(epoch,
+        history)`` runs after each epoch; returning False stops training.
         History: ``loss`` (mean over the epoch's batches, before each update),
         and ``val_loss`` with validation data. ``track=False``
         skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
@@ -538,9 +541,9 @@ class CustomSwish:
         full, rest = divmod(n, m)
         plan = []  # (runner, first sample, number of batches)
         if full:
-            plan.append((self._runner(m, track), 0, full))
+            plan.append((self._runner(m, n, track), 0, full))
         if rest:
-            plan.append((self._runner(rest, track), full * m, 1))
+            plan.append((self._runner(rest, n, track), full * m, 1))
         store = self._store
         good = store.copy()
         # NaN or inf is caught explicitly (a DivergenceError), so NumPy stays quiet meanwhile
@@ -558,14 +561,18 @@ class CustomSwish:
                         correct += c
                         done += count
                 except _Diverged as exc:
-                    self._diverged(good, f"batch {done + exc.index + 1}: the loss became {exc.loss}")
+                    where = f"batch {done + exc.index + 1}: the loss became {exc.loss}"
+                    self._diverged(good, where)
                 if not np.isfinite(store).all():
-                    where = (f"batch {done} (the epoch's last update)" if track
-                             else f"one of its {done} batches")
+                    where = (
+                        f"batch {done} (the epoch's last update)"
+                        if track
+                        else f"one of its {done} batches"
+                    )
                     self._diverged(good, f"{where}: a parameter became NaN or inf")
                 self.epochs_done += 1
                 if track:
-                    history["loss"].append((total + self._penalty()) / n)
+                    history["loss"].append(total / n)
                 if X_val is not None:
                     history["val_loss"].append(self.loss(X_val, Y_val))
                 if verbose:
@@ -574,11 +581,11 @@ class CustomSwish:
                     break
         return history
 
-    def _runner(self, m, track):
-        key = (m, track, self.learning_rate, self.l2, self.l1)
+    def _runner(self, m, n, track):
+        key = (m, n, track, self.learning_rate, self.l2, self.l1)
         run = self._steps.get(key)
         if run is None:
-            run = self._steps[key] = self._make_runner(m, track)
+            run = self._steps[key] = self._make_runner(m, n, track)
         return run
 
     def _diverged(self, good, what):
@@ -590,49 +597,307 @@ class CustomSwish:
         )
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, path):
-        """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
-        state = {}
-        for key, value in (self._opt_state or {}).items():
-            state["opt_" + key] = np.asarray(value)
+    #: SHA-256 of what defines the model (input width, layers, activations, custom expressions,
+    #: loss, dtype, task), not of how it is trained: ``save`` writes it and ``load`` compares it.
+    MODEL_SHA256 = "33682bf57b7cfeb9dc8ee5645eb7c6bb0a4ffc9d016907fae11f94aeed11592c"
+    #: The file format ``save`` writes and ``load`` reads: an .npz archive without pickles.
+    FILE_FORMAT = "symgrad-model"
+    FILE_FORMAT_VERSION = 1
+    #: Extra arrays saved with the parameters (``extra_<name>`` in the file), e.g. the input
+    #: standardisation ``x_mean``/``x_scale``: those of the last ``load`` or ``save``, else None.
+    extras = None
+    #: The training settings recorded in the last file loaded (reported, not enforced).
+    training = None
+
+    def training_settings(self):
+        """How this trainer trains; ``save`` records it as ``training`` (JSON, not enforced)."""
+        optimizer = {
+            "name": "rmsprop",
+            "learning_rate": float(self.learning_rate),
+            "batch_size": None if self.batch_size is None else int(self.batch_size),
+            "epochs": int(self.epochs),
+            "momentum": 0.9,
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "eps": 1e-08,
+            "rho": 0.9,
+            "damping": 0.0001,
+        }
+        return {
+            "optimizer": optimizer,
+            "regularization": {"l2": float(self.l2), "l1": float(self.l1)},
+            "init": {"scheme": "xavier", "seed": self.seed},
+        }
+
+    def save(self, path, extras=None):
+        """Write parameters, optimiser state and ``extras`` to ``path``, exactly that name.
+
+        An .npz archive (no pickles), format ``symgrad-model`` version 1: ``format``,
+        ``format_version``, ``model_sha256``, ``theta`` (public order), ``epochs_done``,
+        ``training`` (JSON of ``training_settings()``), ``opt_<state>``, and ``extra_<name>`` for
+        each item of ``extras`` (default ``self.extras``): finite numbers, booleans or strings.
+        The file is written to a new temporary file in the target's folder (``mkstemp``:
+        O_CREAT|O_EXCL|O_NOFOLLOW), synced, given the mode of the file it replaces (a new file:
+        0o666 less the umask) and renamed into place. Returns ``path`` as a string.
+        """
+        import json
+        import tempfile
+
         path = os.fspath(path)
-        if not path.endswith(".npz"):
-            path += ".npz"
-        tmp = f"{path}.{os.getpid()}.tmp"  # written beside the target, then renamed into place
+        theta = self.get_flat()
+        if not np.isfinite(theta).all():
+            raise ValueError(f"{path}: not saved: NaN or inf among the parameters")
+        arrays = {
+            "format": np.array(self.FILE_FORMAT),
+            "format_version": np.array(self.FILE_FORMAT_VERSION, dtype=np.int64),
+            "model_sha256": np.array(self.MODEL_SHA256),
+            "theta": theta,
+            "epochs_done": np.array(self.epochs_done, dtype=np.int64),
+            "training": np.array(json.dumps(self.training_settings(), sort_keys=True, default=str)),
+        }
+        for key, value in (self._opt_state or {}).items():
+            arrays["opt_" + key] = np.asarray(value)
+        extras = self.extras if extras is None else extras
+        for name, value in (extras or {}).items():
+            arrays["extra_" + self._key_name(name, f"{path}: extras")] = self._extra_value(
+                np.asarray(value), f"{path}: extras[{name!r}]"
+            )
+        folder, base = os.path.split(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder or ".")
         try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, theta=self.get_flat(), spec_sha256=np.array(SPEC_SHA256),
-                         epochs_done=np.array(self.epochs_done), **state)
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
                 fh.flush()
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fh.fileno(), self._file_mode(path))
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
+        except BaseException:
+            try:
                 os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        self.extras = dict(extras or {})
         return path
 
     def load(self, path):
-        """Load parameters saved by ``save``; refuses another spec, shape or dtype."""
-        with np.load(path, allow_pickle=False) as f:
-            if "theta" not in f.files or "spec_sha256" not in f.files:
-                raise ValueError(f"{path}: not a CustomSwish model (keys {sorted(f.files)})")
-            if str(f["spec_sha256"]) != SPEC_SHA256:
-                raise ValueError(f"{path}: saved from a different spec (hash mismatch)")
-            theta = f["theta"]
-            if theta.shape != (N_PARAMS,):
-                raise ValueError(f"{path}: expected {N_PARAMS} parameters, found {theta.shape}")
-            if theta.dtype.kind != "f":
-                raise ValueError(f"{path}: parameters have dtype {theta.dtype}, expected floats")
-            self.set_flat(theta)
-            if "epochs_done" in f.files:
-                self.epochs_done = int(f["epochs_done"])
-            keys = [k for k in f.files if k.startswith("opt_")]
-            if keys:
-                self._init_optimizer()
-                for key in keys:
-                    name = key[len("opt_"):]
-                    if name == "t":
-                        self._opt_state["t"] = int(f[key])
-                    elif name in self._opt_state and f[key].shape == (N_PARAMS,):
-                        self._opt_state[name][...] = f[key]
+        """Load a file written by ``save``: parameters, epochs done, optimiser state, extras.
+
+        The archive is read member by member, never through pickle. Refused with a ValueError
+        naming ``path``: anything but a symgrad model of format version 1, unknown keys, a model
+        with another ``MODEL_SHA256``, a wrong shape or dtype, NaN or inf in the parameters, the
+        optimiser state or the extras, an ``epochs_done`` that is not an integer >= 0. Nothing
+        changes unless the whole file is accepted. The optimiser state is restored when the file
+        was saved by rmsprop, and ignored otherwise. Sets ``extras`` and ``training``.
+        """
+        import json
+
+        path = os.fspath(path)
+        f = self._read_archive(path)
+        fmt = f.get("format")
+        if fmt is None or fmt.tolist() != self.FILE_FORMAT:  # a string, not an array of them
+            raise ValueError(f"{path}: not a symgrad model (no format entry {self.FILE_FORMAT!r})")
+        version = f.get("format_version")
+        if not self._is_count(version) or int(version) != self.FILE_FORMAT_VERSION:
+            found = "missing" if version is None else repr(version.tolist())
+            raise ValueError(
+                f"{path}: symgrad model format version {found}; this trainer reads version "
+                f"{self.FILE_FORMAT_VERSION} only"
+            )
+        fixed = {"format", "format_version", "model_sha256", "theta", "epochs_done", "training"}
+        unknown = sorted(
+            k
+            for k in f
+            if k not in fixed
+            and not (k[:4] == "opt_" and self._key_name(k[4:], None))
+            and not (k[:6] == "extra_" and self._key_name(k[6:], None))
+        )
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown keys {', '.join(unknown)} (format version "
+                f"{self.FILE_FORMAT_VERSION} has none such): not written by this symgrad"
+            )
+        missing = sorted(fixed - set(f))
+        if missing:
+            raise ValueError(f"{path}: the model lacks the keys {', '.join(missing)}")
+        digest = f["model_sha256"]
+        if digest.tolist() != self.MODEL_SHA256:
+            raise ValueError(
+                f"{path}: saved from a different model (its spec differs in sizes, activations, "
+                "custom expressions, loss, dtype or task: model hash mismatch)"
+            )
+        theta = self._vector(f["theta"], f"{path}: theta", "parameters")
+        done = f["epochs_done"]
+        if not self._is_count(done):
+            raise ValueError(
+                f"{path}: epochs_done must be one integer >= 0, found {done.dtype} "
+                f"{done.tolist() if done.size <= 4 else f'array of shape {done.shape}'}"
+            )
+        training = f["training"]
+        try:
+            if training.shape != () or training.dtype.kind != "U":
+                raise ValueError("not a string")
+            training = json.loads(training.item())
+            if not isinstance(training, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise ValueError(f"{path}: training must be a JSON object ({exc})") from None
+        state = {k[4:]: f[k] for k in sorted(f) if k[:4] == "opt_"}
+        for name, value in state.items():
+            if name == "t":
+                if not self._is_count(value):
+                    raise ValueError(f"{path}: opt_t must be one integer >= 0")
+            else:
+                self._vector(value, f"{path}: opt_{name}", "optimiser state")
+        extras = {
+            k[6:]: self._extra_value(f[k], f"{path}: {k}") for k in sorted(f) if k[:6] == "extra_"
+        }
+        optimizer = training.get("optimizer")
+        same = isinstance(optimizer, dict) and optimizer.get("name") == "rmsprop"
+        if same and state:
+            self._init_optimizer()
+            if set(state) != set(self._opt_state):
+                raise ValueError(
+                    f"{path}: the rmsprop state holds {', '.join(sorted(state))}; expected "
+                    f"{', '.join(sorted(self._opt_state))}"
+                )
+        else:
+            self._opt_state = None  # another optimiser's state (or none): start afresh
+        self.set_flat(theta)
+        self.epochs_done = int(done)
+        if self._opt_state is not None:
+            for name, value in state.items():
+                if name == "t":
+                    self._opt_state["t"] = int(value)
+                else:
+                    self._opt_state[name][...] = value
+        self.extras = extras
+        self.training = training
         return self
+
+    @staticmethod
+    def _is_count(value):
+        """Whether ``value`` (an array from a file) is one integer >= 0."""
+        return (
+            value is not None and value.shape == () and value.dtype.kind in "iu" and int(value) >= 0
+        )
+
+    def _vector(self, value, where, what):
+        """Check a (P,) vector of this trainer's dtype with finite entries; return it."""
+        if value.shape != (N_PARAMS,):
+            raise ValueError(f"{where}: expected {N_PARAMS} {what}, found shape {value.shape}")
+        if value.dtype != self.dtype:
+            raise ValueError(f"{where}: {what} have dtype {value.dtype}, expected {self.dtype}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{where}: NaN or inf among the {what}")
+        return value
+
+    @staticmethod
+    def _key_name(name, where):
+        """The name after ``opt_``/``extra_``: a letter, then letters, digits, _ (at most 64)."""
+        ok = (
+            isinstance(name, str)
+            and name.isascii()
+            and name[:1].isalpha()
+            and name.replace("_", "").isalnum()
+            and len(name) <= 64
+        )
+        if not ok and where is not None:
+            raise ValueError(f"{where}: the name {name!r} is not a letter then letters, digits, _")
+        return name if ok else None
+
+    @staticmethod
+    def _extra_value(value, where):
+        """An extra array: numbers, booleans or strings; floats must be finite."""
+        if value.dtype.kind not in "biufU":
+            raise ValueError(f"{where}: dtype {value.dtype}: expected numbers or strings")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"{where}: NaN or inf among its values")
+        return value
+
+    @staticmethod
+    def _file_mode(path):
+        """The mode for ``path``: that of the file it replaces, else 0o666 less the umask."""
+        import stat
+
+        try:
+            return stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            pass
+        try:
+            with open("/proc/self/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("Umask:"):
+                        return 0o666 & ~int(line.split()[1], 8)
+        except (OSError, ValueError):
+            pass
+        mask = os.umask(0o022)  # no /proc: read the umask by setting it, and put it back
+        os.umask(mask)
+        return 0o666 & ~mask
+
+    @classmethod
+    def _read_archive(cls, path):
+        """The arrays of the .npz archive at ``path``; each header is checked before its data."""
+        import stat
+        import zipfile
+        import zlib
+
+        limit = 16 * N_PARAMS + (1 << 24)  # bytes per array: far above what a model holds
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ValueError(f"{path}: not a symgrad model (not a regular file)")
+            magic = fh.read(6)
+            if magic == b"\x93NUMPY":
+                why = "one .npy array, not an .npz archive"
+                raise ValueError(f"{path}: not a symgrad model ({why})")
+            if magic[:4] != b"PK\x03\x04":
+                raise ValueError(f"{path}: not a symgrad model (not an .npz archive)")
+            fh.seek(0)
+            arrays = {}
+            try:
+                with zipfile.ZipFile(fh) as archive:
+                    members = archive.infolist()
+                    if len(members) > 64:
+                        raise ValueError(f"{path}: not a symgrad model ({len(members)} arrays)")
+                    for info in members:
+                        key = info.filename[:-4]
+                        if not info.filename.endswith(".npy") or not key or key in arrays:
+                            raise ValueError(
+                                f"{path}: not a symgrad model (member {info.filename!r})"
+                            )
+                        with archive.open(info) as member:
+                            arrays[key] = cls._read_npy(member, f"{path}: {key}", limit)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise ValueError(f"{path}: damaged or truncated model file ({exc})") from None
+            except (RuntimeError, OSError) as exc:
+                raise ValueError(f"{path}: cannot read the model file ({exc})") from None
+        return arrays
+
+    @staticmethod
+    def _read_npy(member, where, limit):
+        """One .npy member: no objects, at most ``limit`` bytes, read exactly as declared."""
+        fmt = np.lib.format
+        try:
+            version = fmt.read_magic(member)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"NumPy file version {version} is not read here")
+        except ValueError as exc:
+            raise ValueError(f"{where}: not a NumPy array ({exc})") from None
+        if dtype.hasobject or dtype.kind not in "biufU" or dtype.itemsize == 0:
+            raise ValueError(f"{where}: dtype {dtype} is not read (numbers and strings only)")
+        count = 1
+        for n in shape:
+            count *= n
+        size = count * dtype.itemsize
+        if size > limit:
+            raise ValueError(f"{where}: declares {size} bytes, more than a model this size holds")
+        data = member.read(size + 1)
+        if len(data) != size:
+            raise ValueError(f"{where}: {len(data)} bytes of data where the header declares {size}")
+        value = np.frombuffer(data, dtype=dtype, count=count)
+        return value.reshape(shape, order="F" if fortran else "C").copy()

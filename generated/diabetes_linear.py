@@ -3,7 +3,7 @@
 Do not edit: regenerate with `symgrad generate examples/diabetes_linear.yaml`. Equation numbers (N) refer to
 `symgrad derive examples/diabetes_linear.yaml`.
 
-Spec (sha256 138233bb4ea8d859):
+Spec (sha256 edaa835f2425354b):
     name: diabetes_linear
     inputs: 10
     layers:
@@ -33,6 +33,8 @@ Spec (sha256 138233bb4ea8d859):
     losses: {}
     task: null
     description: ''
+    preprocess:
+      standardize: false
 """
 
 from __future__ import annotations
@@ -42,23 +44,21 @@ import os
 
 import numpy as np
 
-SPEC_SHA256 = "138233bb4ea8d8591ab18f7427f9356c7df28892a1d0e4e08d99eafb8991d87b"
+SPEC_SHA256 = "edaa835f2425354b02253dba948bcd32c1b4fda569a6c9d4bf6a527cf41c6854"
 SIZES = [10, 1]
 N_PARAMS = 11
 #: hessian() refuses above this many parameters (the matrix would need P * P floats); use hvp().
 MAX_HESSIAN_PARAMS = 20000
 #: Newton steps use the exact Hessian up to this many parameters, conjugate gradients above.
 NEWTON_EXACT_MAX = 2000
+#: per layer: units, inputs, and where W_l and b_l start in the public order
+_LAYOUT = ((1, 10, 0, 10),)
 
 
 def _public_index():
-    """For each position of the internal storage, its public index (``get_flat`` order).
-
-    Layer 1 is stored as in public (W_1 row-major, then b_1): it reads X directly. Later layers
-    keep the rows [W_l | b_l], so one product with [a_{l-1} | 1] includes the bias.
-    """
+    """For each position of the internal storage, its public index (``get_flat`` order)."""
     parts = []
-    for units, fan_in, w0, b0 in [(1, 10, 0, 10)]:
+    for units, fan_in, w0, b0 in _LAYOUT:
         if w0 == 0:
             parts.append(np.arange(units * fan_in + units))
             continue
@@ -70,10 +70,6 @@ def _public_index():
 
 
 _PUBLIC = _public_index()
-#: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
-_WEIGHT_MASK = np.concatenate(
-    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in [(1, 10, 0, 10)]]
-)[_PUBLIC]
 
 
 class DivergenceError(FloatingPointError):
@@ -115,7 +111,7 @@ class DiabetesLinear:
         self._store = np.empty(N_PARAMS, dtype=self.dtype)
         self._views()
         rng = np.random.default_rng(self.seed)
-        self.W_1[...] = np.sqrt(2.0 / (10 + 1)) * rng.standard_normal((1, 10))
+        self.W_1[...] = 0.4264014327112209 * rng.standard_normal((1, 10))
         self.b_1[...] = 0.0
         self._steps = {}
         self._opt_state = None
@@ -149,9 +145,12 @@ class DiabetesLinear:
 
     def params(self):
         """The parameters by name (views): ``{'W_1': ..., 'b_1': ..., ...}``."""
-        return {"W_1": self.W_1, "b_1": self.b_1}
+        return {
+            "W_1": self.W_1,
+            "b_1": self.b_1,
+        }
 
-    # -- forward -------------------------------------------------------------------------------
+    # -- forward -----------------------------------------------------------------------------
     def _check_X(self, X):
         X = np.asarray(X, dtype=self.dtype)
         if X.ndim != 2 or X.shape[1] != 10:
@@ -166,12 +165,41 @@ class DiabetesLinear:
             raise ValueError(f"Y must have shape ({X.shape[0]}, 1), got {Y.shape}")
         return Y
 
+    def _pass(self, m, grad=None, scale=1.0):
+        """Buffers for m samples; ``forward(x)`` fills ``cache`` = [z_1, a_1, ..., z_L, a_L] (z_l
+        is a_l's buffer unless kept), ``backward(x, Y)`` writes scale * grad sum_x C_x into
+        ``grad`` (P,) in the internal order. The passes allocate nothing."""
+        dt = self.dtype
+        W_1, b_1 = self.W_1, self.b_1
+        a_1 = np.empty((m, 1), dtype=dt)
+
+        def forward(x):
+            # (3), (4) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            np.dot(x, W_1.T, a_1)
+            np.add(a_1, b_1, a_1)
+
+        cache = [a_1, a_1]
+        if grad is None:
+            return forward, None, cache
+        gW_1 = grad[0:10].reshape(1, 10)
+        gb_1 = grad[10:11]
+        delta_1 = np.empty((m, 1), dtype=dt)
+
+        def backward(x, Y):
+            # (7) output delta, times scale
+            np.subtract(a_1, Y, delta_1)
+            np.multiply(delta_1, scale, delta_1)
+            # (8), (9) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            np.dot(delta_1.T, x, gW_1)
+            np.add.reduce(delta_1, 0, None, gb_1)
+
+        return forward, backward, cache
+
     def _forward(self, X):
-        """Forward pass (2); returns the list [a_0, z_1, a_1, ..., z_L, a_L]."""
-        a_0 = X
-        z_1 = a_0 @ self.W_1.T + self.b_1
-        a_1 = z_1
-        return [a_0, z_1, a_1]
+        """The forward pass (3), (4); returns [a_0, z_1, a_1, ..., z_L, a_L]."""
+        forward, _, cache = self._pass(X.shape[0])
+        forward(X)
+        return [X, *cache]
 
     def forward(self, X):
         """The network's output a_L (samples, 1) for inputs X (samples, 10)."""
@@ -179,25 +207,20 @@ class DiabetesLinear:
 
     def predict(self, X):
         """Predictions a_L (samples, outputs)."""
-        a = self.forward(X)
-        return a
+        return self.forward(X)
 
-    # -- cost ------------------------------------------------------------------------------------
-    def _loss_sum(self, z_1, a_1, Y):
-        """Sum over samples and units of the per-unit loss (1)."""
-        return float(np.sum((0.5)*(a_1 - Y)**2))
-
-    def _penalty(self):
-        """Regulariser of the cost (1) without its 1/n factor."""
-        return 0.0
+    # -- cost --------------------------------------------------------------------------------
+    def _loss_sum(self, a_1, Y):
+        """Sum over samples and units of the per-unit loss (2)."""
+        return float(np.sum(0.5 * (a_1 - Y) ** 2))
 
     def loss(self, X, Y):
-        """The cost C (1) on the batch (X, Y), averaged over its n samples."""
+        """The cost C (1) on (X, Y): the mean loss of its n samples."""
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
         cache = self._forward(X)
         n = X.shape[0]
-        return (self._loss_sum(cache[-2], cache[-1], Y) + self._penalty()) / n
+        return self._loss_sum(cache[-1], Y) / n
 
     def score(self, X, Y):
         """Coefficient of determination R^2 on (X, Y)."""
@@ -208,62 +231,50 @@ class DiabetesLinear:
         ss_tot = float(np.sum((Y - Y.mean(axis=0)) ** 2))
         return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
 
-    # -- gradients -------------------------------------------------------------------------------
-    def _backward(self, cache, Y, grad):
-        """Backpropagation into the flat vector ``grad`` (P,); returns the per-sample deltas."""
-        n = Y.shape[0]
-        a_0 = cache[0]
-        a_1 = cache[2]
-        deltas = {}
-        # (6) output delta
-        delta_1 = a_1 - Y
-        deltas[1] = delta_1
-        # (7) gradients of layer 1
-        grad[0:10] = (delta_1.T @ a_0).ravel() / n
-        grad[10:11] = delta_1.sum(axis=0) / n
-        self._add_penalty_grad(grad, n)
-        return deltas
-
-    def _add_penalty_grad(self, grad, n):
-        """Add the gradient of the regulariser (1) to ``grad`` (public order)."""
+    # -- gradients ---------------------------------------------------------------------------
+    def _gradient(self, X, Y):
+        """The gradient (P,), internal order, of the mean cost over X's samples."""
+        grad = np.empty(N_PARAMS, dtype=self.dtype)
+        forward, backward, _ = self._pass(X.shape[0], grad, 1.0 / X.shape[0])
+        forward(X)
+        backward(X, Y)
+        return grad
 
     def gradient_flat(self, X, Y):
         """The gradient of the cost (1) as one vector (P,) in the order of ``get_flat``."""
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
-        grad = np.empty(N_PARAMS, dtype=self.dtype)
-        self._backward(self._forward(X), Y, grad)
-        return grad
+        v = np.empty(N_PARAMS, dtype=self.dtype)
+        v[_PUBLIC] = self._gradient(X, Y)
+        return v
 
     def gradients(self, X, Y):
-        """Gradients by name, as in the derivation: ``{'dE_dW_1': ..., 'dE_db_1': ..., ...}``."""
+        """Gradients by name, as in the derivation: ``{'dC_dW_1': ..., ...}``."""
         g = self.gradient_flat(X, Y)
         return {
-            "dE_dW_1": g[0:10].reshape(1, 10),
-            "dE_db_1": g[10:11],
+            "dC_dW_1": g[0:10].reshape(1, 10),
+            "dC_db_1": g[10:11],
         }
 
-    # -- second order ----------------------------------------------------------------------------
-    def _rop(self, X, Y, V, gauss_newton=False):
-        """H @ V (or G @ V) for a block of directions V (P, k) by the R-operator (10)-(12)."""
-        n = X.shape[0]
+    # -- second order ------------------------------------------------------------------------
+    def _rop(self, X, Y, V, gauss_newton):
+        """H @ V (or G @ V) for directions V (P, k) by the R-operator (16)-(19); regulariser over n."""
+        m = X.shape[0]
         k = V.shape[1]
-        cache = self._forward(X)
-        a_0 = cache[0]
         Vt = V.T
         V_1 = Vt[:, 0:10].reshape(k, 1, 10)
         vb_1 = Vt[:, 10:11].reshape(k, 1, 1)
-        # (10) forward sweep
-        Rz_1 = np.matmul(a_0, V_1.transpose(0, 2, 1)) + vb_1
-        # (8) output: R{delta_1} = S R{z_1}
+        # forward sweep
+        Rz_1 = np.matmul(X, V_1.transpose(0, 2, 1)) + vb_1
+        # (10) output: R{delta_1} = S R{z_1}
         if gauss_newton:
-            Rdelta_1 = 1 * Rz_1
+            Rdelta_1 = Rz_1
         else:
-            Rdelta_1 = 1 * Rz_1
+            Rdelta_1 = Rz_1
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
-        # (11) backward sweep and (12) products
-        out[:, 0:10] = np.matmul(Rdelta_1.transpose(0, 2, 1), a_0).reshape(k, -1) / n
-        out[:, 10:11] = Rdelta_1.sum(axis=1) / n
+        # backward sweep, and the rows of H V
+        out[:, 0:10] = np.matmul(Rdelta_1.transpose(0, 2, 1), X).reshape(k, -1) / m
+        out[:, 10:11] = Rdelta_1.sum(axis=1) / m
         return out.T
 
     def hvp(self, X, Y, v):
@@ -271,79 +282,82 @@ class DiabetesLinear:
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
         v = np.asarray(v, dtype=self.dtype).reshape(N_PARAMS, 1)
-        return self._rop(X, Y, v)[:, 0]
+        return self._rop(X, Y, v, False)[:, 0]
 
     def _full(self, X, Y, gauss_newton):
+        """Every column of H (or G) in vectorised R-operator sweeps."""
+        H = np.empty((N_PARAMS, N_PARAMS), dtype=self.dtype)
+        chunk = max(1, min(N_PARAMS, 2_000_000 // max(1, X.shape[0] * 10)))
+        eye = np.eye(N_PARAMS, dtype=self.dtype)
+        for lo in range(0, N_PARAMS, chunk):
+            H[:, lo : lo + chunk] = self._rop(X, Y, eye[:, lo : lo + chunk], gauss_newton)
+        return H
+
+    def _checked(self, X, Y):
         if N_PARAMS > MAX_HESSIAN_PARAMS:
             raise MemoryError(
                 f"the Hessian has {N_PARAMS}**2 entries; above {MAX_HESSIAN_PARAMS} parameters "
                 "use hvp() (or Newton's conjugate gradients) instead"
             )
         X = self._check_X(X)
-        Y = self._check_Y(X, Y)
-        H = np.empty((N_PARAMS, N_PARAMS), dtype=self.dtype)
-        chunk = max(1, min(N_PARAMS, 2_000_000 // max(1, X.shape[0] * 10)))
-        eye = np.eye(N_PARAMS, dtype=self.dtype)
-        for lo in range(0, N_PARAMS, chunk):
-            H[:, lo:lo + chunk] = self._rop(X, Y, eye[:, lo:lo + chunk], gauss_newton)
-        return H
+        return X, self._check_Y(X, Y)
 
-    def _closed_form_hessian(self, X, Y):
-        """The closed form (9) for a model without hidden layers."""
-        n = X.shape[0]
-        # one output: H = [[X^T S X, X^T s], [s^T X, sum s]] / n in the flat order [w, b]
-        s = np.broadcast_to(1, (n, 1))
+    def _hessian(self, X, Y):
+        """The closed form (12) for a model without hidden layers; regulariser over n."""
+        m = X.shape[0]
+        # one output: H = [[X^T S X, X^T s], [s^T X, sum s]] / m in the flat order [w, b]
+        s = np.broadcast_to(1, (m, 1))
         d = X.shape[1]
         H = np.empty((d + 1, d + 1), dtype=self.dtype)
         if np.all(s >= 0):
             B = X * np.sqrt(s)
-            H[:d, :d] = B.T @ B  # symmetric rank-n update: NumPy calls syrk for B.T @ B
+            H[:d, :d] = B.T @ B  # symmetric rank-m update: NumPy calls syrk for B.T @ B
         else:
             H[:d, :d] = (X * s).T @ X
         H[:d, d] = X.T @ s[:, 0]
         H[d, :d] = H[:d, d]
         H[d, d] = s.sum()
-        H /= n
+        H /= m
         return H
 
-
     def hessian(self, X, Y):
-        """The exact Hessian (P, P) of the cost (1) over ``get_flat`` order (closed form (9))."""
-        if N_PARAMS > MAX_HESSIAN_PARAMS:
-            return self._full(X, Y, False)  # raises with a pointer to hvp()
-        X = self._check_X(X)
-        Y = self._check_Y(X, Y)
-        return self._closed_form_hessian(X, Y)
+        """The exact Hessian (P, P) of the cost (1) in the order of ``get_flat``."""
+        X, Y = self._checked(X, Y)
+        return self._hessian(X, Y)
 
     def gauss_newton(self, X, Y):
-        """The Gauss-Newton matrix G (P, P) (13); positive semi-definite for a loss convex in its output."""
+        """The Gauss-Newton matrix G (P, P) (11); positive semi-definite for a loss convex in its output."""
+        X, Y = self._checked(X, Y)
         return self._full(X, Y, True)
 
     # -- training ----------------------------------------------------------------------------
     def newton_direction(self, X, Y, grad=None, damping=0.0):
-        """Solve (H + damping I) p = grad (14): exactly for small models, by CG on hvp above.
+        """Solve (H + damping I) p = grad (22) up to NEWTON_EXACT_MAX parameters, by
+        conjugate gradients (24) on Hessian-vector products above.
 
-        Public parameter order; ``theta - learning_rate * p`` is the Newton step.
+        Public parameter order; ``theta - learning_rate * p`` is the Newton step; ``grad``
+        defaults to the gradient.
         """
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
         if grad is None:
-            grad = self.gradient_flat(X, Y)
+            grad = self._public(self._gradient(X, Y))
         if N_PARAMS <= NEWTON_EXACT_MAX:
-            H = self.hessian(X, Y)
+            H = self._hessian(X, Y)
             H[np.diag_indices_from(H)] += damping
             try:
                 return np.linalg.solve(H, grad)
             except np.linalg.LinAlgError:
                 return np.linalg.lstsq(H, grad, rcond=None)[0]
-        # conjugate gradients on Hessian-vector products
+        # conjugate gradients on Hessian-vector products; stops where H + damping I is not
+        # positive definite along the search direction
         p = np.zeros_like(grad)
         r = grad.copy()
         d = r.copy()
         rr = float(r @ r)
         tol = 1e-20 * max(rr, 1e-300)
         for _ in range(min(N_PARAMS, 250)):
-            Hd = self.hvp(X, Y, d) + damping * d
+            Hd = self._rop(X, Y, d[:, None], False)[:, 0] + damping * d
             dHd = float(d @ Hd)
             if dHd <= 0:
                 break
@@ -358,24 +372,44 @@ class DiabetesLinear:
             rr = rr_new
         return p
 
-    def _make_runner(self, m, track):
-        """Damped Newton steps (14) on consecutive batches of m samples."""
-        store = self._store
+    @staticmethod
+    def _public(v):
+        """A copy of ``v`` (P,) from the internal order in the public order."""
+        out = np.empty_like(v)
+        out[_PUBLIC] = v
+        return out
 
-        def run(X, Y, labels, order, start, count):
+    def _make_runner(self, m, n, track):
+        """Damped Newton steps on consecutive batches of m of the n samples."""
+        store = self._store
+        work_0 = self._scratch["work_0"]
+        lr = self.learning_rate
+        forward, backward, cache = self._pass(m)
+        a_1 = cache[-1]
+        xg = np.empty((m, 10), dtype=self.dtype)  # shuffled batches are gathered here
+        yg = np.empty((m, 1), dtype=self.dtype)
+
+        def run(X, Y_all, labels, order, start, count):
+            """Train on ``count`` batches: rows start + i m ... (of ``order`` when shuffled)."""
             total, correct = 0.0, 0
             for i in range(count):
                 lo = start + i * m
-                rows = slice(lo, lo + m) if order is None else order[lo:lo + m]
-                x, y = X[rows], Y[rows]
+                if order is None:
+                    x, Y = X[lo : lo + m], Y_all[lo : lo + m]
+                else:
+                    idx = order[lo : lo + m]
+                    x, Y = np.take(X, idx, 0, xg), np.take(Y_all, idx, 0, yg)
+                forward(x)
                 if track:
-                    cache = self._forward(x)
-                    batch_loss = self._loss_sum(cache[-2], cache[-1], y)
+                    batch_loss = self._loss_sum(a_1, Y)
                     if not math.isfinite(batch_loss):
                         raise _Diverged(i, batch_loss)
                     total += batch_loss
-                p = self.newton_direction(x, y)
-                np.subtract(store, self.learning_rate * p[_PUBLIC], store)
+                grad = self._gradient(x, Y)
+                p = self.newton_direction(x, Y, self._public(grad))[_PUBLIC]
+                # (21) damped Newton's method
+                np.multiply(p, lr, work_0)
+                np.subtract(store, work_0, store)
             return total, correct
 
         return run
@@ -383,18 +417,29 @@ class DiabetesLinear:
     def _init_optimizer(self):
         self._opt_state = {"t": 0}
         # work vectors of the training steps (not state: never saved)
-        self._scratch = {}
+        self._scratch = {k: np.empty_like(self._store) for k in ["work_0"]}
         self._steps = {}
 
-    def fit(self, X, Y, epochs=None, batch_size=None, X_val=None, Y_val=None, callback=None,
-            shuffle=True, track=True, verbose=False):
+    def fit(
+        self,
+        X,
+        Y,
+        epochs=None,
+        batch_size=None,
+        X_val=None,
+        Y_val=None,
+        callback=None,
+        shuffle=True,
+        track=True,
+        verbose=False,
+    ):
         """Train with newton (damped Newton's method); returns the history of each epoch.
 
         X (samples, 10), Y (samples, 1). ``epochs``/``batch_size`` override the
-        spec's (1 / whole set).
-        ``shuffle=False`` visits the samples in the order given; otherwise one permutation per
-        epoch from a generator keyed by (seed, epoch). ``callback(epoch, history)`` runs after each
-        epoch; returning False stops training.
+        spec's (1 / whole set). The regulariser uses N = the number
+        of samples of X. ``shuffle=False`` visits the samples in the order given; otherwise one
+        permutation per epoch from a generator keyed by (seed, epoch). ``callback(epoch,
+        history)`` runs after each epoch; returning False stops training.
         History: ``loss`` (mean over the epoch's batches, before each update),
         and ``val_loss`` with validation data. ``track=False``
         skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
@@ -414,9 +459,9 @@ class DiabetesLinear:
         full, rest = divmod(n, m)
         plan = []  # (runner, first sample, number of batches)
         if full:
-            plan.append((self._runner(m, track), 0, full))
+            plan.append((self._runner(m, n, track), 0, full))
         if rest:
-            plan.append((self._runner(rest, track), full * m, 1))
+            plan.append((self._runner(rest, n, track), full * m, 1))
         store = self._store
         good = store.copy()
         # NaN or inf is caught explicitly (a DivergenceError), so NumPy stays quiet meanwhile
@@ -434,14 +479,18 @@ class DiabetesLinear:
                         correct += c
                         done += count
                 except _Diverged as exc:
-                    self._diverged(good, f"batch {done + exc.index + 1}: the loss became {exc.loss}")
+                    where = f"batch {done + exc.index + 1}: the loss became {exc.loss}"
+                    self._diverged(good, where)
                 if not np.isfinite(store).all():
-                    where = (f"batch {done} (the epoch's last update)" if track
-                             else f"one of its {done} batches")
+                    where = (
+                        f"batch {done} (the epoch's last update)"
+                        if track
+                        else f"one of its {done} batches"
+                    )
                     self._diverged(good, f"{where}: a parameter became NaN or inf")
                 self.epochs_done += 1
                 if track:
-                    history["loss"].append((total + self._penalty()) / n)
+                    history["loss"].append(total / n)
                 if X_val is not None:
                     history["val_loss"].append(self.loss(X_val, Y_val))
                 if verbose:
@@ -450,11 +499,11 @@ class DiabetesLinear:
                     break
         return history
 
-    def _runner(self, m, track):
-        key = (m, track, self.learning_rate, self.l2, self.l1)
+    def _runner(self, m, n, track):
+        key = (m, n, track, self.learning_rate, self.l2, self.l1)
         run = self._steps.get(key)
         if run is None:
-            run = self._steps[key] = self._make_runner(m, track)
+            run = self._steps[key] = self._make_runner(m, n, track)
         return run
 
     def _diverged(self, good, what):
@@ -466,49 +515,307 @@ class DiabetesLinear:
         )
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, path):
-        """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
-        state = {}
-        for key, value in (self._opt_state or {}).items():
-            state["opt_" + key] = np.asarray(value)
+    #: SHA-256 of what defines the model (input width, layers, activations, custom expressions,
+    #: loss, dtype, task), not of how it is trained: ``save`` writes it and ``load`` compares it.
+    MODEL_SHA256 = "91a7739437befe1406ec3c2f5b5be45b5fa0689f0aa3bff4b4a1ec3d403ff4d8"
+    #: The file format ``save`` writes and ``load`` reads: an .npz archive without pickles.
+    FILE_FORMAT = "symgrad-model"
+    FILE_FORMAT_VERSION = 1
+    #: Extra arrays saved with the parameters (``extra_<name>`` in the file), e.g. the input
+    #: standardisation ``x_mean``/``x_scale``: those of the last ``load`` or ``save``, else None.
+    extras = None
+    #: The training settings recorded in the last file loaded (reported, not enforced).
+    training = None
+
+    def training_settings(self):
+        """How this trainer trains; ``save`` records it as ``training`` (JSON, not enforced)."""
+        optimizer = {
+            "name": "newton",
+            "learning_rate": float(self.learning_rate),
+            "batch_size": None if self.batch_size is None else int(self.batch_size),
+            "epochs": int(self.epochs),
+            "momentum": 0.9,
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "eps": 1e-08,
+            "rho": 0.9,
+            "damping": 0.0,
+        }
+        return {
+            "optimizer": optimizer,
+            "regularization": {"l2": float(self.l2), "l1": float(self.l1)},
+            "init": {"scheme": "xavier", "seed": self.seed},
+        }
+
+    def save(self, path, extras=None):
+        """Write parameters, optimiser state and ``extras`` to ``path``, exactly that name.
+
+        An .npz archive (no pickles), format ``symgrad-model`` version 1: ``format``,
+        ``format_version``, ``model_sha256``, ``theta`` (public order), ``epochs_done``,
+        ``training`` (JSON of ``training_settings()``), ``opt_<state>``, and ``extra_<name>`` for
+        each item of ``extras`` (default ``self.extras``): finite numbers, booleans or strings.
+        The file is written to a new temporary file in the target's folder (``mkstemp``:
+        O_CREAT|O_EXCL|O_NOFOLLOW), synced, given the mode of the file it replaces (a new file:
+        0o666 less the umask) and renamed into place. Returns ``path`` as a string.
+        """
+        import json
+        import tempfile
+
         path = os.fspath(path)
-        if not path.endswith(".npz"):
-            path += ".npz"
-        tmp = f"{path}.{os.getpid()}.tmp"  # written beside the target, then renamed into place
+        theta = self.get_flat()
+        if not np.isfinite(theta).all():
+            raise ValueError(f"{path}: not saved: NaN or inf among the parameters")
+        arrays = {
+            "format": np.array(self.FILE_FORMAT),
+            "format_version": np.array(self.FILE_FORMAT_VERSION, dtype=np.int64),
+            "model_sha256": np.array(self.MODEL_SHA256),
+            "theta": theta,
+            "epochs_done": np.array(self.epochs_done, dtype=np.int64),
+            "training": np.array(json.dumps(self.training_settings(), sort_keys=True, default=str)),
+        }
+        for key, value in (self._opt_state or {}).items():
+            arrays["opt_" + key] = np.asarray(value)
+        extras = self.extras if extras is None else extras
+        for name, value in (extras or {}).items():
+            arrays["extra_" + self._key_name(name, f"{path}: extras")] = self._extra_value(
+                np.asarray(value), f"{path}: extras[{name!r}]"
+            )
+        folder, base = os.path.split(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder or ".")
         try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, theta=self.get_flat(), spec_sha256=np.array(SPEC_SHA256),
-                         epochs_done=np.array(self.epochs_done), **state)
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
                 fh.flush()
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fh.fileno(), self._file_mode(path))
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
+        except BaseException:
+            try:
                 os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        self.extras = dict(extras or {})
         return path
 
     def load(self, path):
-        """Load parameters saved by ``save``; refuses another spec, shape or dtype."""
-        with np.load(path, allow_pickle=False) as f:
-            if "theta" not in f.files or "spec_sha256" not in f.files:
-                raise ValueError(f"{path}: not a DiabetesLinear model (keys {sorted(f.files)})")
-            if str(f["spec_sha256"]) != SPEC_SHA256:
-                raise ValueError(f"{path}: saved from a different spec (hash mismatch)")
-            theta = f["theta"]
-            if theta.shape != (N_PARAMS,):
-                raise ValueError(f"{path}: expected {N_PARAMS} parameters, found {theta.shape}")
-            if theta.dtype.kind != "f":
-                raise ValueError(f"{path}: parameters have dtype {theta.dtype}, expected floats")
-            self.set_flat(theta)
-            if "epochs_done" in f.files:
-                self.epochs_done = int(f["epochs_done"])
-            keys = [k for k in f.files if k.startswith("opt_")]
-            if keys:
-                self._init_optimizer()
-                for key in keys:
-                    name = key[len("opt_"):]
-                    if name == "t":
-                        self._opt_state["t"] = int(f[key])
-                    elif name in self._opt_state and f[key].shape == (N_PARAMS,):
-                        self._opt_state[name][...] = f[key]
+        """Load a file written by ``save``: parameters, epochs done, optimiser state, extras.
+
+        The archive is read member by member, never through pickle. Refused with a ValueError
+        naming ``path``: anything but a symgrad model of format version 1, unknown keys, a model
+        with another ``MODEL_SHA256``, a wrong shape or dtype, NaN or inf in the parameters, the
+        optimiser state or the extras, an ``epochs_done`` that is not an integer >= 0. Nothing
+        changes unless the whole file is accepted. The optimiser state is restored when the file
+        was saved by newton, and ignored otherwise. Sets ``extras`` and ``training``.
+        """
+        import json
+
+        path = os.fspath(path)
+        f = self._read_archive(path)
+        fmt = f.get("format")
+        if fmt is None or fmt.tolist() != self.FILE_FORMAT:  # a string, not an array of them
+            raise ValueError(f"{path}: not a symgrad model (no format entry {self.FILE_FORMAT!r})")
+        version = f.get("format_version")
+        if not self._is_count(version) or int(version) != self.FILE_FORMAT_VERSION:
+            found = "missing" if version is None else repr(version.tolist())
+            raise ValueError(
+                f"{path}: symgrad model format version {found}; this trainer reads version "
+                f"{self.FILE_FORMAT_VERSION} only"
+            )
+        fixed = {"format", "format_version", "model_sha256", "theta", "epochs_done", "training"}
+        unknown = sorted(
+            k
+            for k in f
+            if k not in fixed
+            and not (k[:4] == "opt_" and self._key_name(k[4:], None))
+            and not (k[:6] == "extra_" and self._key_name(k[6:], None))
+        )
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown keys {', '.join(unknown)} (format version "
+                f"{self.FILE_FORMAT_VERSION} has none such): not written by this symgrad"
+            )
+        missing = sorted(fixed - set(f))
+        if missing:
+            raise ValueError(f"{path}: the model lacks the keys {', '.join(missing)}")
+        digest = f["model_sha256"]
+        if digest.tolist() != self.MODEL_SHA256:
+            raise ValueError(
+                f"{path}: saved from a different model (its spec differs in sizes, activations, "
+                "custom expressions, loss, dtype or task: model hash mismatch)"
+            )
+        theta = self._vector(f["theta"], f"{path}: theta", "parameters")
+        done = f["epochs_done"]
+        if not self._is_count(done):
+            raise ValueError(
+                f"{path}: epochs_done must be one integer >= 0, found {done.dtype} "
+                f"{done.tolist() if done.size <= 4 else f'array of shape {done.shape}'}"
+            )
+        training = f["training"]
+        try:
+            if training.shape != () or training.dtype.kind != "U":
+                raise ValueError("not a string")
+            training = json.loads(training.item())
+            if not isinstance(training, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise ValueError(f"{path}: training must be a JSON object ({exc})") from None
+        state = {k[4:]: f[k] for k in sorted(f) if k[:4] == "opt_"}
+        for name, value in state.items():
+            if name == "t":
+                if not self._is_count(value):
+                    raise ValueError(f"{path}: opt_t must be one integer >= 0")
+            else:
+                self._vector(value, f"{path}: opt_{name}", "optimiser state")
+        extras = {
+            k[6:]: self._extra_value(f[k], f"{path}: {k}") for k in sorted(f) if k[:6] == "extra_"
+        }
+        optimizer = training.get("optimizer")
+        same = isinstance(optimizer, dict) and optimizer.get("name") == "newton"
+        if same and state:
+            self._init_optimizer()
+            if set(state) != set(self._opt_state):
+                raise ValueError(
+                    f"{path}: the newton state holds {', '.join(sorted(state))}; expected "
+                    f"{', '.join(sorted(self._opt_state))}"
+                )
+        else:
+            self._opt_state = None  # another optimiser's state (or none): start afresh
+        self.set_flat(theta)
+        self.epochs_done = int(done)
+        if self._opt_state is not None:
+            for name, value in state.items():
+                if name == "t":
+                    self._opt_state["t"] = int(value)
+                else:
+                    self._opt_state[name][...] = value
+        self.extras = extras
+        self.training = training
         return self
+
+    @staticmethod
+    def _is_count(value):
+        """Whether ``value`` (an array from a file) is one integer >= 0."""
+        return (
+            value is not None and value.shape == () and value.dtype.kind in "iu" and int(value) >= 0
+        )
+
+    def _vector(self, value, where, what):
+        """Check a (P,) vector of this trainer's dtype with finite entries; return it."""
+        if value.shape != (N_PARAMS,):
+            raise ValueError(f"{where}: expected {N_PARAMS} {what}, found shape {value.shape}")
+        if value.dtype != self.dtype:
+            raise ValueError(f"{where}: {what} have dtype {value.dtype}, expected {self.dtype}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{where}: NaN or inf among the {what}")
+        return value
+
+    @staticmethod
+    def _key_name(name, where):
+        """The name after ``opt_``/``extra_``: a letter, then letters, digits, _ (at most 64)."""
+        ok = (
+            isinstance(name, str)
+            and name.isascii()
+            and name[:1].isalpha()
+            and name.replace("_", "").isalnum()
+            and len(name) <= 64
+        )
+        if not ok and where is not None:
+            raise ValueError(f"{where}: the name {name!r} is not a letter then letters, digits, _")
+        return name if ok else None
+
+    @staticmethod
+    def _extra_value(value, where):
+        """An extra array: numbers, booleans or strings; floats must be finite."""
+        if value.dtype.kind not in "biufU":
+            raise ValueError(f"{where}: dtype {value.dtype}: expected numbers or strings")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"{where}: NaN or inf among its values")
+        return value
+
+    @staticmethod
+    def _file_mode(path):
+        """The mode for ``path``: that of the file it replaces, else 0o666 less the umask."""
+        import stat
+
+        try:
+            return stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            pass
+        try:
+            with open("/proc/self/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("Umask:"):
+                        return 0o666 & ~int(line.split()[1], 8)
+        except (OSError, ValueError):
+            pass
+        mask = os.umask(0o022)  # no /proc: read the umask by setting it, and put it back
+        os.umask(mask)
+        return 0o666 & ~mask
+
+    @classmethod
+    def _read_archive(cls, path):
+        """The arrays of the .npz archive at ``path``; each header is checked before its data."""
+        import stat
+        import zipfile
+        import zlib
+
+        limit = 16 * N_PARAMS + (1 << 24)  # bytes per array: far above what a model holds
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ValueError(f"{path}: not a symgrad model (not a regular file)")
+            magic = fh.read(6)
+            if magic == b"\x93NUMPY":
+                why = "one .npy array, not an .npz archive"
+                raise ValueError(f"{path}: not a symgrad model ({why})")
+            if magic[:4] != b"PK\x03\x04":
+                raise ValueError(f"{path}: not a symgrad model (not an .npz archive)")
+            fh.seek(0)
+            arrays = {}
+            try:
+                with zipfile.ZipFile(fh) as archive:
+                    members = archive.infolist()
+                    if len(members) > 64:
+                        raise ValueError(f"{path}: not a symgrad model ({len(members)} arrays)")
+                    for info in members:
+                        key = info.filename[:-4]
+                        if not info.filename.endswith(".npy") or not key or key in arrays:
+                            raise ValueError(
+                                f"{path}: not a symgrad model (member {info.filename!r})"
+                            )
+                        with archive.open(info) as member:
+                            arrays[key] = cls._read_npy(member, f"{path}: {key}", limit)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise ValueError(f"{path}: damaged or truncated model file ({exc})") from None
+            except (RuntimeError, OSError) as exc:
+                raise ValueError(f"{path}: cannot read the model file ({exc})") from None
+        return arrays
+
+    @staticmethod
+    def _read_npy(member, where, limit):
+        """One .npy member: no objects, at most ``limit`` bytes, read exactly as declared."""
+        fmt = np.lib.format
+        try:
+            version = fmt.read_magic(member)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"NumPy file version {version} is not read here")
+        except ValueError as exc:
+            raise ValueError(f"{where}: not a NumPy array ({exc})") from None
+        if dtype.hasobject or dtype.kind not in "biufU" or dtype.itemsize == 0:
+            raise ValueError(f"{where}: dtype {dtype} is not read (numbers and strings only)")
+        count = 1
+        for n in shape:
+            count *= n
+        size = count * dtype.itemsize
+        if size > limit:
+            raise ValueError(f"{where}: declares {size} bytes, more than a model this size holds")
+        data = member.read(size + 1)
+        if len(data) != size:
+            raise ValueError(f"{where}: {len(data)} bytes of data where the header declares {size}")
+        value = np.frombuffer(data, dtype=dtype, count=count)
+        return value.reshape(shape, order="F" if fortran else "C").copy()

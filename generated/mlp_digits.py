@@ -3,7 +3,7 @@
 Do not edit: regenerate with `symgrad generate examples/mlp_digits.yaml`. Equation numbers (N) refer to
 `symgrad derive examples/mlp_digits.yaml`.
 
-Spec (sha256 ffced86fbdfe3a06):
+Spec (sha256 2ae57eb1aa7094af):
     name: mlp_digits
     inputs: 64
     layers:
@@ -39,6 +39,8 @@ Spec (sha256 ffced86fbdfe3a06):
     losses: {}
     task: null
     description: ''
+    preprocess:
+      standardize: false
 """
 
 from __future__ import annotations
@@ -48,23 +50,19 @@ import os
 
 import numpy as np
 
-SPEC_SHA256 = "ffced86fbdfe3a069d2974acc743388a8214603826b59b1bb1da76ef8f1440c5"
+SPEC_SHA256 = "2ae57eb1aa7094af41aa4f646168518b47f70825f312f45b252becb436df68e8"
 SIZES = [64, 32, 16, 10]
 N_PARAMS = 2778
 #: hessian() refuses above this many parameters (the matrix would need P * P floats); use hvp().
 MAX_HESSIAN_PARAMS = 20000
-#: Newton steps use the exact Hessian up to this many parameters, conjugate gradients above.
-NEWTON_EXACT_MAX = 2000
+#: per layer: units, inputs, and where W_l and b_l start in the public order
+_LAYOUT = ((32, 64, 0, 2048), (16, 32, 2080, 2592), (10, 16, 2608, 2768))
 
 
 def _public_index():
-    """For each position of the internal storage, its public index (``get_flat`` order).
-
-    Layer 1 is stored as in public (W_1 row-major, then b_1): it reads X directly. Later layers
-    keep the rows [W_l | b_l], so one product with [a_{l-1} | 1] includes the bias.
-    """
+    """For each position of the internal storage, its public index (``get_flat`` order)."""
     parts = []
-    for units, fan_in, w0, b0 in [(32, 64, 0, 2048), (16, 32, 2080, 2592), (10, 16, 2608, 2768)]:
+    for units, fan_in, w0, b0 in _LAYOUT:
         if w0 == 0:
             parts.append(np.arange(units * fan_in + units))
             continue
@@ -78,8 +76,9 @@ def _public_index():
 _PUBLIC = _public_index()
 #: 1.0 where the internal storage holds a weight, 0.0 for a bias (the penalties skip biases).
 _WEIGHT_MASK = np.concatenate(
-    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in [(32, 64, 0, 2048), (16, 32, 2080, 2592), (10, 16, 2608, 2768)]]
+    [np.concatenate([np.ones(u * f), np.zeros(u)]) for u, f, _, _ in _LAYOUT]
 )[_PUBLIC]
+_WEIGHTS = np.flatnonzero(_WEIGHT_MASK)
 
 
 def _softmax(z, out=None):
@@ -135,11 +134,11 @@ class MlpDigits:
         self._store = np.empty(N_PARAMS, dtype=self.dtype)
         self._views()
         rng = np.random.default_rng(self.seed)
-        self.W_1[...] = np.sqrt(2.0 / (64 + 32)) * rng.standard_normal((32, 64))
+        self.W_1[...] = 0.14433756729740643 * rng.standard_normal((32, 64))
         self.b_1[...] = 0.0
-        self.W_2[...] = np.sqrt(2.0 / (32 + 16)) * rng.standard_normal((16, 32))
+        self.W_2[...] = 0.2041241452319315 * rng.standard_normal((16, 32))
         self.b_2[...] = 0.0
-        self.W_3[...] = np.sqrt(2.0 / (16 + 10)) * rng.standard_normal((10, 16))
+        self.W_3[...] = 0.2773500981126146 * rng.standard_normal((10, 16))
         self.b_3[...] = 0.0
         self._steps = {}
         self._opt_state = None
@@ -179,9 +178,16 @@ class MlpDigits:
 
     def params(self):
         """The parameters by name (views): ``{'W_1': ..., 'b_1': ..., ...}``."""
-        return {"W_1": self.W_1, "b_1": self.b_1, "W_2": self.W_2, "b_2": self.b_2, "W_3": self.W_3, "b_3": self.b_3}
+        return {
+            "W_1": self.W_1,
+            "b_1": self.b_1,
+            "W_2": self.W_2,
+            "b_2": self.b_2,
+            "W_3": self.W_3,
+            "b_3": self.b_3,
+        }
 
-    # -- forward -------------------------------------------------------------------------------
+    # -- forward -----------------------------------------------------------------------------
     def _check_X(self, X):
         X = np.asarray(X, dtype=self.dtype)
         if X.ndim != 2 or X.shape[1] != 64:
@@ -201,16 +207,76 @@ class MlpDigits:
             )
         return Y
 
+    def _pass(self, m, grad=None, scale=1.0):
+        """Buffers for m samples; ``forward(x)`` fills ``cache`` = [z_1, a_1, ..., z_L, a_L] (z_l
+        is a_l's buffer unless kept), ``backward(x, Y)`` writes scale * grad sum_x C_x into
+        ``grad`` (P,) in the internal order. The passes allocate nothing."""
+        dt = self.dtype
+        W_1, b_1 = self.W_1, self.b_1
+        a_1_1 = np.ones((m, 33), dtype=dt)  # [a_1 | 1]
+        a_1 = a_1_1[:, :32]
+        t_1_0 = np.empty((m, 32), dtype=dt)
+        Wb_2 = self._Wb_2
+        a_2_1 = np.ones((m, 17), dtype=dt)  # [a_2 | 1]
+        a_2 = a_2_1[:, :16]
+        t_2_0 = np.empty((m, 16), dtype=dt)
+        Wb_3 = self._Wb_3
+        a_3 = np.empty((m, 10), dtype=dt)
+        z_3 = np.empty((m, 10), dtype=dt)
+
+        def forward(x):
+            # (5), (6) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            np.matmul(x, W_1.T, a_1)
+            np.add(a_1, b_1, a_1)
+            np.tanh(a_1, a_1)
+            # (7), (8) z_2 = [a_1 | 1] [W_2 | b_2]^T, a_2 = f_2(z_2)
+            np.matmul(a_1_1, Wb_2.T, a_2)
+            np.maximum(a_2, 0.0, out=a_2)
+            # (9), (10) z_3 = [a_2 | 1] [W_3 | b_3]^T, a_3 = f_3(z_3)
+            np.dot(a_2_1, Wb_3.T, z_3)
+            _softmax(z_3, out=a_3)
+
+        cache = [a_1, a_1, a_2, a_2, z_3, a_3]
+        if grad is None:
+            return forward, None, cache
+        gW_1 = grad[0:2048].reshape(32, 64)
+        gb_1 = grad[2048:2080]
+        delta_1 = np.empty((m, 32), dtype=dt)
+        W_2 = self.W_2
+        gWb_2 = grad[2080:2608].reshape(16, 33)
+        delta_2 = np.empty((m, 16), dtype=dt)
+        W_3 = self.W_3
+        gWb_3 = grad[2608:2778].reshape(10, 17)
+        delta_3 = np.empty((m, 10), dtype=dt)
+
+        def backward(x, Y):
+            # (16) output delta, times scale
+            np.subtract(a_3, Y, delta_3)
+            np.multiply(delta_3, scale, delta_3)
+            # (25), (26) [dC/dW_3 | dC/db_3] = delta_3^T [a_2 | 1]
+            np.dot(delta_3.T, a_2_1, gWb_3)
+            # (18) delta_2 = f'_2 * (delta_3 W_3)
+            np.dot(delta_3, W_3, delta_2)
+            np.greater(a_2, 0.0, t_2_0)
+            np.multiply(delta_2, t_2_0, delta_2)
+            # (23), (24) [dC/dW_2 | dC/db_2] = delta_2^T [a_1 | 1]
+            np.dot(delta_2.T, a_1_1, gWb_2)
+            # (20) delta_1 = f'_1 * (delta_2 W_2)
+            np.dot(delta_2, W_2, delta_1)
+            np.multiply(a_1, a_1, t_1_0)
+            np.subtract(1, t_1_0, t_1_0)
+            np.multiply(delta_1, t_1_0, delta_1)
+            # (21), (22) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            np.dot(delta_1.T, x, gW_1)
+            np.add.reduce(delta_1, 0, None, gb_1)
+
+        return forward, backward, cache
+
     def _forward(self, X):
-        """Forward pass (2); returns the list [a_0, z_1, a_1, ..., z_L, a_L]."""
-        a_0 = X
-        z_1 = a_0 @ self.W_1.T + self.b_1
-        a_1 = np.tanh(z_1)
-        z_2 = a_1 @ self.W_2.T + self.b_2
-        a_2 = np.where((z_2 > 0), z_2, 0)
-        z_3 = a_2 @ self.W_3.T + self.b_3
-        a_3 = _softmax(z_3)
-        return [a_0, z_1, a_1, z_2, a_2, z_3, a_3]
+        """The forward pass (5), (6); returns [a_0, z_1, a_1, ..., z_L, a_L]."""
+        forward, _, cache = self._pass(X.shape[0])
+        forward(X)
+        return [X, *cache]
 
     def forward(self, X):
         """The network's output a_L (samples, 10) for inputs X (samples, 64)."""
@@ -218,35 +284,35 @@ class MlpDigits:
 
     def predict(self, X):
         """Class predictions: argmax of a_L."""
-        a = self.forward(X)
-        return np.argmax(a, axis=1)
+        return self._predicted(self.forward(X)).astype(np.int64)
 
     def predict_proba(self, X):
         """Class probabilities (samples, 10)."""
         a = self.forward(X)
         return a
 
-    # -- cost ------------------------------------------------------------------------------------
-    def _loss_sum(self, z_3, a_3, Y):
-        """Sum over samples and units of the per-unit loss in its stable form (2)."""
-        lse = _logsumexp(z_3)
-        return float(np.sum(-Y*z_3 + Y*lse))
+    @staticmethod
+    def _predicted(a):
+        return np.argmax(a, axis=1)
 
-    def _penalty(self):
-        """Regulariser of the cost (1) without its 1/n factor."""
-        total = 0.0
-        total += 0.5 * self.l2 * float(np.vdot(self.W_1, self.W_1))
-        total += 0.5 * self.l2 * float(np.vdot(self.W_2, self.W_2))
-        total += 0.5 * self.l2 * float(np.vdot(self.W_3, self.W_3))
-        return total
+    # -- cost --------------------------------------------------------------------------------
+    def _loss_sum(self, z_3, Y):
+        """Sum over samples and units of the per-unit loss (4)."""
+        lse = _logsumexp(z_3)
+        return float(np.sum(-Y * z_3 + Y * lse))
+
+    def _penalty(self, n):
+        """The regulariser (3) over n samples, on the weights."""
+        w = self._store[_WEIGHTS]
+        return float(np.sum(0.5 * self.l2 * w * w / n))
 
     def loss(self, X, Y):
-        """The cost C (1) on the batch (X, Y), averaged over its n samples."""
+        """The cost C (1) on (X, Y): the mean loss of its n samples plus the regulariser with N = n."""
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
         cache = self._forward(X)
         n = X.shape[0]
-        return (self._loss_sum(cache[-2], cache[-1], Y) + self._penalty()) / n
+        return self._loss_sum(cache[-2], Y) / n + self._penalty(n)
 
     def score(self, X, Y):
         """Accuracy on (X, Y)."""
@@ -255,72 +321,43 @@ class MlpDigits:
         a = self._forward(X)[-1]
         return float(np.mean(self._predicted(a) == self._predicted(Y)))
 
-    # -- gradients -------------------------------------------------------------------------------
-    def _backward(self, cache, Y, grad):
-        """Backpropagation into the flat vector ``grad`` (P,); returns the per-sample deltas."""
-        n = Y.shape[0]
-        a_0 = cache[0]
-        a_1 = cache[2]
-        a_2 = cache[4]
-        a_3 = cache[6]
-        deltas = {}
-        # (10) output delta
-        delta_3 = a_3 - Y
-        deltas[3] = delta_3
-        # (17) gradients of layer 3
-        grad[2608:2768] = (delta_3.T @ a_2).ravel() / n
-        grad[2768:2778] = delta_3.sum(axis=0) / n
-        # (12) delta_2 = f'_2 * (W_3^T delta_3)
-        delta_2 = (delta_3 @ self.W_3) * (a_2 > 0)
-        deltas[2] = delta_2
-        # (16) gradients of layer 2
-        grad[2080:2592] = (delta_2.T @ a_1).ravel() / n
-        grad[2592:2608] = delta_2.sum(axis=0) / n
-        # (14) delta_1 = f'_1 * (W_2^T delta_2)
-        delta_1 = (delta_2 @ self.W_2) * (1 - a_1*a_1)
-        deltas[1] = delta_1
-        # (15) gradients of layer 1
-        grad[0:2048] = (delta_1.T @ a_0).ravel() / n
-        grad[2048:2080] = delta_1.sum(axis=0) / n
-        self._add_penalty_grad(grad, n)
-        return deltas
-
-    def _add_penalty_grad(self, grad, n):
-        """Add the gradient of the regulariser (1) to ``grad`` (public order)."""
-        g = grad[0:2048]
-        g += (self.l2 / n) * self.W_1.ravel()
-        g = grad[2080:2592]
-        g += (self.l2 / n) * self.W_2.ravel()
-        g = grad[2608:2768]
-        g += (self.l2 / n) * self.W_3.ravel()
+    # -- gradients ---------------------------------------------------------------------------
+    def _gradient(self, X, Y, n):
+        """The gradient (P,), internal order, of the mean cost over X's samples and the regulariser over n."""
+        grad = np.empty(N_PARAMS, dtype=self.dtype)
+        forward, backward, _ = self._pass(X.shape[0], grad, 1.0 / X.shape[0])
+        forward(X)
+        backward(X, Y)
+        w = self._store[_WEIGHTS]
+        grad[_WEIGHTS] += self.l2 * w / n  # (27)
+        return grad
 
     def gradient_flat(self, X, Y):
         """The gradient of the cost (1) as one vector (P,) in the order of ``get_flat``."""
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
-        grad = np.empty(N_PARAMS, dtype=self.dtype)
-        self._backward(self._forward(X), Y, grad)
-        return grad
+        v = np.empty(N_PARAMS, dtype=self.dtype)
+        v[_PUBLIC] = self._gradient(X, Y, X.shape[0])
+        return v
 
     def gradients(self, X, Y):
-        """Gradients by name, as in the derivation: ``{'dE_dW_1': ..., 'dE_db_1': ..., ...}``."""
+        """Gradients by name, as in the derivation: ``{'dC_dW_1': ..., ...}``."""
         g = self.gradient_flat(X, Y)
         return {
-            "dE_dW_1": g[0:2048].reshape(32, 64),
-            "dE_db_1": g[2048:2080],
-            "dE_dW_2": g[2080:2592].reshape(16, 32),
-            "dE_db_2": g[2592:2608],
-            "dE_dW_3": g[2608:2768].reshape(10, 16),
-            "dE_db_3": g[2768:2778],
+            "dC_dW_1": g[0:2048].reshape(32, 64),
+            "dC_db_1": g[2048:2080],
+            "dC_dW_2": g[2080:2592].reshape(16, 32),
+            "dC_db_2": g[2592:2608],
+            "dC_dW_3": g[2608:2768].reshape(10, 16),
+            "dC_db_3": g[2768:2778],
         }
 
-    # -- second order ----------------------------------------------------------------------------
-    def _rop(self, X, Y, V, gauss_newton=False):
-        """H @ V (or G @ V) for a block of directions V (P, k) by the R-operator (19)-(21)."""
-        n = X.shape[0]
+    # -- second order ------------------------------------------------------------------------
+    def _rop(self, X, Y, V, gauss_newton, n):
+        """H @ V (or G @ V) for directions V (P, k) by the R-operator (34)-(47); regulariser over n."""
+        m = X.shape[0]
         k = V.shape[1]
         cache = self._forward(X)
-        a_0 = cache[0]
         a_1 = cache[2]
         a_2 = cache[4]
         a_3 = cache[6]
@@ -331,47 +368,46 @@ class MlpDigits:
         vb_2 = Vt[:, 2592:2608].reshape(k, 1, 16)
         V_3 = Vt[:, 2608:2768].reshape(k, 10, 16)
         vb_3 = Vt[:, 2768:2778].reshape(k, 1, 10)
-        # (19) forward sweep
-        Rz_1 = np.matmul(a_0, V_1.transpose(0, 2, 1)) + vb_1
-        fp_1 = 1 - a_1*a_1
+        # forward sweep
+        Rz_1 = np.matmul(X, V_1.transpose(0, 2, 1)) + vb_1
+        fp_1 = 1 - a_1 * a_1
         Ra_1 = fp_1 * Rz_1
         Rz_2 = Ra_1 @ self.W_2.T + np.matmul(a_1, V_2.transpose(0, 2, 1)) + vb_2
-        fp_2 = (a_2 > 0)
+        fp_2 = a_2 > 0
         Ra_2 = fp_2 * Rz_2
         Rz_3 = Ra_2 @ self.W_3.T + np.matmul(a_2, V_3.transpose(0, 2, 1)) + vb_3
-        # (18) output: R{delta_3} = S R{z_3}
+        # (29) output: R{delta_3} = S R{z_3}
         delta_3 = a_3 - Y
-        Rdelta_3 = a_3 * Rz_3 + (-a_3) * np.sum(a_3 * Rz_3, axis=-1, keepdims=True)
+        vRz = np.sum(Rz_3 * a_3, axis=-1, keepdims=True)
+        Rdelta_3 = Rz_3 * a_3 - a_3 * vRz
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
-        # (20) backward sweep and (21) products
+        # backward sweep, and the rows of H V
         HW = np.matmul(Rdelta_3.transpose(0, 2, 1), a_2)
         if not gauss_newton:
             HW += np.matmul(delta_3.T, Ra_2)
-        out[:, 2608:2768] = HW.reshape(k, -1) / n
-        out[:, 2768:2778] = Rdelta_3.sum(axis=1) / n
-        delta_2 = (delta_3 @ self.W_3) * fp_2
+        out[:, 2608:2768] = HW.reshape(k, -1) / m
+        out[:, 2768:2778] = Rdelta_3.sum(axis=1) / m
+        back_2 = delta_3 @ self.W_3
+        delta_2 = back_2 * fp_2
         Rback_2 = Rdelta_3 @ self.W_3
-        if gauss_newton:
-            Rdelta_2 = fp_2 * Rback_2
-        else:
+        if not gauss_newton:
             Rback_2 += np.matmul(delta_3, V_3)
-            Rdelta_2 = fp_2 * Rback_2
+        Rdelta_2 = fp_2 * Rback_2
         HW = np.matmul(Rdelta_2.transpose(0, 2, 1), a_1)
         if not gauss_newton:
             HW += np.matmul(delta_2.T, Ra_1)
-        out[:, 2080:2592] = HW.reshape(k, -1) / n
-        out[:, 2592:2608] = Rdelta_2.sum(axis=1) / n
+        out[:, 2080:2592] = HW.reshape(k, -1) / m
+        out[:, 2592:2608] = Rdelta_2.sum(axis=1) / m
         back_1 = delta_2 @ self.W_2
         Rback_1 = Rdelta_2 @ self.W_2
-        if gauss_newton:
-            Rdelta_1 = fp_1 * Rback_1
-        else:
+        if not gauss_newton:
             Rback_1 += np.matmul(delta_2, V_2)
-            Rdelta_1 = fp_1 * Rback_1 + (2*a_1*(a_1 - 1)*(a_1 + 1)) * Rz_1 * back_1
-        out[:, 0:2048] = np.matmul(Rdelta_1.transpose(0, 2, 1), a_0).reshape(k, -1) / n
-        out[:, 2048:2080] = Rdelta_1.sum(axis=1) / n
-        for lo, hi in [(0, 2048), (2080, 2592), (2608, 2768)]:
-            out[:, lo:hi] += (self.l2 / n) * Vt[:, lo:hi]
+        Rdelta_1 = fp_1 * Rback_1
+        if not gauss_newton:
+            Rdelta_1 += 2 * Rz_1 * a_1 * back_1 * (a_1 - 1) * (a_1 + 1)
+        out[:, 0:2048] = np.matmul(Rdelta_1.transpose(0, 2, 1), X).reshape(k, -1) / m
+        out[:, 2048:2080] = Rdelta_1.sum(axis=1) / m
+        out += Vt * self._reg_hess(n)
         return out.T
 
     def hvp(self, X, Y, v):
@@ -379,70 +415,63 @@ class MlpDigits:
         X = self._check_X(X)
         Y = self._check_Y(X, Y)
         v = np.asarray(v, dtype=self.dtype).reshape(N_PARAMS, 1)
-        return self._rop(X, Y, v)[:, 0]
+        return self._rop(X, Y, v, False, X.shape[0])[:, 0]
 
-    def _full(self, X, Y, gauss_newton):
+    def _full(self, X, Y, gauss_newton, n):
+        """Every column of H (or G) in vectorised R-operator sweeps."""
+        H = np.empty((N_PARAMS, N_PARAMS), dtype=self.dtype)
+        chunk = max(1, min(N_PARAMS, 2_000_000 // max(1, X.shape[0] * 64)))
+        eye = np.eye(N_PARAMS, dtype=self.dtype)
+        for lo in range(0, N_PARAMS, chunk):
+            H[:, lo : lo + chunk] = self._rop(X, Y, eye[:, lo : lo + chunk], gauss_newton, n)
+        return H
+
+    def _checked(self, X, Y):
         if N_PARAMS > MAX_HESSIAN_PARAMS:
             raise MemoryError(
                 f"the Hessian has {N_PARAMS}**2 entries; above {MAX_HESSIAN_PARAMS} parameters "
                 "use hvp() (or Newton's conjugate gradients) instead"
             )
         X = self._check_X(X)
-        Y = self._check_Y(X, Y)
-        H = np.empty((N_PARAMS, N_PARAMS), dtype=self.dtype)
-        chunk = max(1, min(N_PARAMS, 2_000_000 // max(1, X.shape[0] * 64)))
-        eye = np.eye(N_PARAMS, dtype=self.dtype)
-        for lo in range(0, N_PARAMS, chunk):
-            H[:, lo:lo + chunk] = self._rop(X, Y, eye[:, lo:lo + chunk], gauss_newton)
-        return H
+        return X, self._check_Y(X, Y)
 
+    def _reg_hess(self, n):
+        """The regulariser's Hessian (28) over n samples: its diagonal (P,), public order."""
+        diag = np.zeros(N_PARAMS, dtype=self.dtype)
+        diag[_PUBLIC] = _WEIGHT_MASK * (self.l2 / n)
+        return diag
+
+    def _hessian(self, X, Y, n):
+        """The exact Hessian by the R-operator (all columns in vectorised sweeps)."""
+        return self._full(X, Y, False, n)
 
     def hessian(self, X, Y):
-        """The exact Hessian (P, P) of the cost (1) over ``get_flat`` order (R-operator, all columns in vectorised sweeps)."""
-        return self._full(X, Y, False)
+        """The exact Hessian (P, P) of the cost (1) in the order of ``get_flat``."""
+        X, Y = self._checked(X, Y)
+        return self._hessian(X, Y, X.shape[0])
 
     def gauss_newton(self, X, Y):
-        """The Gauss-Newton matrix G (P, P) (22); positive semi-definite for a loss convex in its output."""
-        return self._full(X, Y, True)
+        """The Gauss-Newton matrix G (P, P) (33); positive semi-definite for a loss convex in its output."""
+        X, Y = self._checked(X, Y)
+        return self._full(X, Y, True, X.shape[0])
 
     # -- training ----------------------------------------------------------------------------
-    def _make_runner(self, m, track):
-        """A closure that trains on consecutive batches of m samples (adam).
-
-        Every array it touches is allocated here, once per batch size, so the training loop
-        allocates nothing. Calls read ``ufunc(x, y, out)``: the result goes into ``out``.
-        """
-        dt = self.dtype
+    def _make_runner(self, m, n, track):
+        """Train on batches of m of n samples; allocates once, ``ufunc(x, y, out)`` in the loop."""
         store = self._store
         grad = self._scratch["grad"]  # shared by the steps of every batch size
-        work = self._scratch["work"]
-        scale = 1.0 / m
-        lr = self.learning_rate
-        pen_l2 = _WEIGHT_MASK * (self.l2 / m)
-        xg = np.empty((m, 64), dtype=dt)  # shuffled batches are gathered here
-        yg = np.empty((m, 10), dtype=dt)
-        W_1, b_1 = self.W_1, self.b_1
-        gW_1 = grad[0:2048].reshape(32, 64)
-        gb_1 = grad[2048:2080]
-        a_1_1 = np.ones((m, 33), dtype=dt)  # [a_1 | 1]: the next layer's input
-        a_1 = a_1_1[:, :32]
-        delta_1 = np.empty((m, 32), dtype=dt)
-        t_1_0 = np.empty((m, 32), dtype=dt)
-        Wb_2 = self._Wb_2
-        W_2 = self.W_2
-        gWb_2 = grad[2080:2608].reshape(16, 33)
-        a_2_1 = np.ones((m, 17), dtype=dt)  # [a_2 | 1]: the next layer's input
-        a_2 = a_2_1[:, :16]
-        delta_2 = np.empty((m, 16), dtype=dt)
-        t_2_0 = np.empty((m, 16), dtype=dt)
-        Wb_3 = self._Wb_3
-        W_3 = self.W_3
-        gWb_3 = grad[2608:2778].reshape(10, 17)
-        a_3 = np.empty((m, 10), dtype=dt)
-        z_3 = np.empty((m, 10), dtype=dt)
-        delta_3 = np.empty((m, 10), dtype=dt)
+        work_0 = self._scratch["work_0"]
+        opt_m = self._opt_state["m"]
+        opt_v = self._opt_state["v"]
         state = self._opt_state
-        m_1, m_2 = state["m"], state["v"]
+        lr = self.learning_rate
+        scale = 1.0 / m
+        l2 = _WEIGHT_MASK * self.l2
+        c_0 = l2 / n
+        forward, backward, cache = self._pass(m, grad, scale)
+        z_3, a_3 = cache[-2], cache[-1]
+        xg = np.empty((m, 64), dtype=self.dtype)  # shuffled batches are gathered here
+        yg = np.empty((m, 10), dtype=self.dtype)
 
         def run(X, Y_all, labels, order, start, count):
             """Train on ``count`` batches: rows start + i m ... (of ``order`` when shuffled)."""
@@ -450,95 +479,69 @@ class MlpDigits:
             for i in range(count):
                 lo = start + i * m
                 if order is None:
-                    x, Y = X[lo:lo + m], Y_all[lo:lo + m]
+                    x, Y = X[lo : lo + m], Y_all[lo : lo + m]
                 else:
-                    idx = order[lo:lo + m]
+                    idx = order[lo : lo + m]
                     x, Y = np.take(X, idx, 0, xg), np.take(Y_all, idx, 0, yg)
-                # (2) layer 1: z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
-                np.matmul(x, W_1.T, a_1)
-                np.add(a_1, b_1, a_1)
-                np.tanh(a_1, a_1)
-                # (2) layer 2: z_2 = [a_1 | 1] Wb_2^T, a_2 = f_2(z_2)
-                np.matmul(a_1_1, Wb_2.T, a_2)
-                np.maximum(a_2, 0.0, out=a_2)
-                # (2) layer 3: z_3 = [a_2 | 1] Wb_3^T, a_3 = f_3(z_3)
-                np.dot(a_2_1, Wb_3.T, z_3)
-                _softmax(z_3, out=a_3)
+                forward(x)
                 if track:
-                    batch_loss = self._loss_sum(z_3, a_3, Y)
+                    batch_loss = self._loss_sum(z_3, Y)
                     if not math.isfinite(batch_loss):
                         raise _Diverged(i, batch_loss)
                     total += batch_loss
-                    lab = labels[lo:lo + m] if order is None else labels[idx]
+                    lab = labels[lo : lo + m] if order is None else labels[idx]
                     correct += int(np.count_nonzero(self._predicted(a_3) == lab))
-                # (10) output delta
-                np.subtract(a_3, Y, delta_3)
-                np.multiply(delta_3, scale, delta_3)
-                # (17) [dC/dW_3 | dC/db_3] = delta_3^T [a_2 | 1]
-                np.dot(delta_3.T, a_2_1, gWb_3)
-                # (12) delta_2 = f'_2 * (delta_3 W_3)
-                np.dot(delta_3, W_3, delta_2)
-                np.greater(a_2, 0, t_2_0)
-                np.multiply(delta_2, t_2_0, delta_2)
-                # (16) [dC/dW_2 | dC/db_2] = delta_2^T [a_1 | 1]
-                np.dot(delta_2.T, a_1_1, gWb_2)
-                # (14) delta_1 = f'_1 * (delta_2 W_2)
-                np.dot(delta_2, W_2, delta_1)
-                np.multiply(a_1, a_1, t_1_0)
-                np.subtract(1, t_1_0, t_1_0)
-                np.multiply(delta_1, t_1_0, delta_1)
-                # (15) dC/dW_1 = delta_1^T x, dC/db_1 = sum of delta_1 over the batch
-                np.dot(delta_1.T, x, gW_1)
-                np.add.reduce(delta_1, 0, None, gb_1)
-                np.multiply(store, pen_l2, work)
-                np.add(grad, work, grad)
-                # m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
-                # theta <- theta - eta sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps sqrt(1 - b2^t))
+                backward(x, Y)
                 state["t"] += 1
                 t = state["t"]
-                np.multiply(m_1, 0.9, m_1)
-                np.multiply(grad, 0.09999999999999998, work)
-                np.add(m_1, work, m_1)
-                np.multiply(m_2, 0.999, m_2)
-                np.multiply(grad, grad, work)
-                np.multiply(work, 0.0010000000000000009, work)
-                np.add(m_2, work, m_2)
-                bc1 = 1.0 - 0.9 ** t
-                bc2 = math.sqrt(1.0 - 0.999 ** t)
-                np.sqrt(m_2, work)
-                np.add(work, 1e-08 * bc2, work)
-                np.divide(m_1, work, work)
-                np.multiply(work, lr * bc2 / bc1, work)
-                np.subtract(store, work, store)
+                # (27) the regulariser's gradient
+                np.multiply(c_0, store, work_0)
+                np.add(grad, work_0, grad)
+                # (55)-(57) Adam
+                np.multiply(opt_m, 0.9, opt_m)
+                np.multiply(grad, 0.1, work_0)
+                np.add(opt_m, work_0, opt_m)
+                np.multiply(opt_v, 0.999, opt_v)
+                np.multiply(grad, grad, work_0)
+                np.multiply(work_0, 0.001, work_0)
+                np.add(opt_v, work_0, opt_v)
+                np.sqrt(opt_v, work_0)
+                np.add(work_0, 1e-08 * math.sqrt(1 - 0.999**t), work_0)
+                np.divide(opt_m, work_0, work_0)
+                np.multiply(work_0, lr * math.sqrt(1 - 0.999**t) / (1 - 0.9**t), work_0)
+                np.subtract(store, work_0, store)
             return total, correct
 
         return run
 
     def _init_optimizer(self):
-        P = N_PARAMS
-        dt = self.dtype
         self._opt_state = {"t": 0}
+        for key in ["m", "v"]:
+            self._opt_state[key] = np.zeros(N_PARAMS, dtype=self.dtype)
         # work vectors of the training steps (not state: never saved)
-        self._scratch = {}
-        self._scratch["grad"] = np.empty(N_PARAMS, dtype=self.dtype)
-        self._scratch["work"] = np.empty(N_PARAMS, dtype=self.dtype)
-        self._opt_state["m"] = np.zeros(P, dtype=dt)
-        self._opt_state["v"] = np.zeros(P, dtype=dt)
+        self._scratch = {k: np.empty_like(self._store) for k in ["grad", "work_0"]}
         self._steps = {}
 
-    @staticmethod
-    def _predicted(a):
-        return np.argmax(a, axis=1)
-
-    def fit(self, X, Y, epochs=None, batch_size=None, X_val=None, Y_val=None, callback=None,
-            shuffle=True, track=True, verbose=False):
+    def fit(
+        self,
+        X,
+        Y,
+        epochs=None,
+        batch_size=None,
+        X_val=None,
+        Y_val=None,
+        callback=None,
+        shuffle=True,
+        track=True,
+        verbose=False,
+    ):
         """Train with adam (Adam); returns the history of each epoch.
 
         X (samples, 64), Y (samples, 10). ``epochs``/``batch_size`` override the
-        spec's (30 / 32).
-        ``shuffle=False`` visits the samples in the order given; otherwise one permutation per
-        epoch from a generator keyed by (seed, epoch). ``callback(epoch, history)`` runs after each
-        epoch; returning False stops training.
+        spec's (30 / 32). The regulariser uses N = the number
+        of samples of X. ``shuffle=False`` visits the samples in the order given; otherwise one
+        permutation per epoch from a generator keyed by (seed, epoch). ``callback(epoch,
+        history)`` runs after each epoch; returning False stops training.
         History: ``loss`` (mean over the epoch's batches, before each update) and ``accuracy``,
         and ``val_loss``/``val_accuracy`` with validation data. ``track=False``
         skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
@@ -559,9 +562,9 @@ class MlpDigits:
         full, rest = divmod(n, m)
         plan = []  # (runner, first sample, number of batches)
         if full:
-            plan.append((self._runner(m, track), 0, full))
+            plan.append((self._runner(m, n, track), 0, full))
         if rest:
-            plan.append((self._runner(rest, track), full * m, 1))
+            plan.append((self._runner(rest, n, track), full * m, 1))
         store = self._store
         good = store.copy()
         # NaN or inf is caught explicitly (a DivergenceError), so NumPy stays quiet meanwhile
@@ -579,14 +582,18 @@ class MlpDigits:
                         correct += c
                         done += count
                 except _Diverged as exc:
-                    self._diverged(good, f"batch {done + exc.index + 1}: the loss became {exc.loss}")
+                    where = f"batch {done + exc.index + 1}: the loss became {exc.loss}"
+                    self._diverged(good, where)
                 if not np.isfinite(store).all():
-                    where = (f"batch {done} (the epoch's last update)" if track
-                             else f"one of its {done} batches")
+                    where = (
+                        f"batch {done} (the epoch's last update)"
+                        if track
+                        else f"one of its {done} batches"
+                    )
                     self._diverged(good, f"{where}: a parameter became NaN or inf")
                 self.epochs_done += 1
                 if track:
-                    history["loss"].append((total + self._penalty()) / n)
+                    history["loss"].append(total / n + self._penalty(n))
                     history["accuracy"].append(correct / n)
                 if X_val is not None:
                     history["val_loss"].append(self.loss(X_val, Y_val))
@@ -597,11 +604,11 @@ class MlpDigits:
                     break
         return history
 
-    def _runner(self, m, track):
-        key = (m, track, self.learning_rate, self.l2, self.l1)
+    def _runner(self, m, n, track):
+        key = (m, n, track, self.learning_rate, self.l2, self.l1)
         run = self._steps.get(key)
         if run is None:
-            run = self._steps[key] = self._make_runner(m, track)
+            run = self._steps[key] = self._make_runner(m, n, track)
         return run
 
     def _diverged(self, good, what):
@@ -613,49 +620,307 @@ class MlpDigits:
         )
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, path):
-        """Save parameters, optimiser state and the spec hash to ``path`` as .npz (no pickle)."""
-        state = {}
-        for key, value in (self._opt_state or {}).items():
-            state["opt_" + key] = np.asarray(value)
+    #: SHA-256 of what defines the model (input width, layers, activations, custom expressions,
+    #: loss, dtype, task), not of how it is trained: ``save`` writes it and ``load`` compares it.
+    MODEL_SHA256 = "b9cac126a19b69931ab200f0b59842138bbcd3b8365fc4891435596aaf8d549c"
+    #: The file format ``save`` writes and ``load`` reads: an .npz archive without pickles.
+    FILE_FORMAT = "symgrad-model"
+    FILE_FORMAT_VERSION = 1
+    #: Extra arrays saved with the parameters (``extra_<name>`` in the file), e.g. the input
+    #: standardisation ``x_mean``/``x_scale``: those of the last ``load`` or ``save``, else None.
+    extras = None
+    #: The training settings recorded in the last file loaded (reported, not enforced).
+    training = None
+
+    def training_settings(self):
+        """How this trainer trains; ``save`` records it as ``training`` (JSON, not enforced)."""
+        optimizer = {
+            "name": "adam",
+            "learning_rate": float(self.learning_rate),
+            "batch_size": None if self.batch_size is None else int(self.batch_size),
+            "epochs": int(self.epochs),
+            "momentum": 0.9,
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "eps": 1e-08,
+            "rho": 0.9,
+            "damping": 0.0001,
+        }
+        return {
+            "optimizer": optimizer,
+            "regularization": {"l2": float(self.l2), "l1": float(self.l1)},
+            "init": {"scheme": "xavier", "seed": self.seed},
+        }
+
+    def save(self, path, extras=None):
+        """Write parameters, optimiser state and ``extras`` to ``path``, exactly that name.
+
+        An .npz archive (no pickles), format ``symgrad-model`` version 1: ``format``,
+        ``format_version``, ``model_sha256``, ``theta`` (public order), ``epochs_done``,
+        ``training`` (JSON of ``training_settings()``), ``opt_<state>``, and ``extra_<name>`` for
+        each item of ``extras`` (default ``self.extras``): finite numbers, booleans or strings.
+        The file is written to a new temporary file in the target's folder (``mkstemp``:
+        O_CREAT|O_EXCL|O_NOFOLLOW), synced, given the mode of the file it replaces (a new file:
+        0o666 less the umask) and renamed into place. Returns ``path`` as a string.
+        """
+        import json
+        import tempfile
+
         path = os.fspath(path)
-        if not path.endswith(".npz"):
-            path += ".npz"
-        tmp = f"{path}.{os.getpid()}.tmp"  # written beside the target, then renamed into place
+        theta = self.get_flat()
+        if not np.isfinite(theta).all():
+            raise ValueError(f"{path}: not saved: NaN or inf among the parameters")
+        arrays = {
+            "format": np.array(self.FILE_FORMAT),
+            "format_version": np.array(self.FILE_FORMAT_VERSION, dtype=np.int64),
+            "model_sha256": np.array(self.MODEL_SHA256),
+            "theta": theta,
+            "epochs_done": np.array(self.epochs_done, dtype=np.int64),
+            "training": np.array(json.dumps(self.training_settings(), sort_keys=True, default=str)),
+        }
+        for key, value in (self._opt_state or {}).items():
+            arrays["opt_" + key] = np.asarray(value)
+        extras = self.extras if extras is None else extras
+        for name, value in (extras or {}).items():
+            arrays["extra_" + self._key_name(name, f"{path}: extras")] = self._extra_value(
+                np.asarray(value), f"{path}: extras[{name!r}]"
+            )
+        folder, base = os.path.split(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder or ".")
         try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, theta=self.get_flat(), spec_sha256=np.array(SPEC_SHA256),
-                         epochs_done=np.array(self.epochs_done), **state)
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
                 fh.flush()
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fh.fileno(), self._file_mode(path))
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
+        except BaseException:
+            try:
                 os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        self.extras = dict(extras or {})
         return path
 
     def load(self, path):
-        """Load parameters saved by ``save``; refuses another spec, shape or dtype."""
-        with np.load(path, allow_pickle=False) as f:
-            if "theta" not in f.files or "spec_sha256" not in f.files:
-                raise ValueError(f"{path}: not a MlpDigits model (keys {sorted(f.files)})")
-            if str(f["spec_sha256"]) != SPEC_SHA256:
-                raise ValueError(f"{path}: saved from a different spec (hash mismatch)")
-            theta = f["theta"]
-            if theta.shape != (N_PARAMS,):
-                raise ValueError(f"{path}: expected {N_PARAMS} parameters, found {theta.shape}")
-            if theta.dtype.kind != "f":
-                raise ValueError(f"{path}: parameters have dtype {theta.dtype}, expected floats")
-            self.set_flat(theta)
-            if "epochs_done" in f.files:
-                self.epochs_done = int(f["epochs_done"])
-            keys = [k for k in f.files if k.startswith("opt_")]
-            if keys:
-                self._init_optimizer()
-                for key in keys:
-                    name = key[len("opt_"):]
-                    if name == "t":
-                        self._opt_state["t"] = int(f[key])
-                    elif name in self._opt_state and f[key].shape == (N_PARAMS,):
-                        self._opt_state[name][...] = f[key]
+        """Load a file written by ``save``: parameters, epochs done, optimiser state, extras.
+
+        The archive is read member by member, never through pickle. Refused with a ValueError
+        naming ``path``: anything but a symgrad model of format version 1, unknown keys, a model
+        with another ``MODEL_SHA256``, a wrong shape or dtype, NaN or inf in the parameters, the
+        optimiser state or the extras, an ``epochs_done`` that is not an integer >= 0. Nothing
+        changes unless the whole file is accepted. The optimiser state is restored when the file
+        was saved by adam, and ignored otherwise. Sets ``extras`` and ``training``.
+        """
+        import json
+
+        path = os.fspath(path)
+        f = self._read_archive(path)
+        fmt = f.get("format")
+        if fmt is None or fmt.tolist() != self.FILE_FORMAT:  # a string, not an array of them
+            raise ValueError(f"{path}: not a symgrad model (no format entry {self.FILE_FORMAT!r})")
+        version = f.get("format_version")
+        if not self._is_count(version) or int(version) != self.FILE_FORMAT_VERSION:
+            found = "missing" if version is None else repr(version.tolist())
+            raise ValueError(
+                f"{path}: symgrad model format version {found}; this trainer reads version "
+                f"{self.FILE_FORMAT_VERSION} only"
+            )
+        fixed = {"format", "format_version", "model_sha256", "theta", "epochs_done", "training"}
+        unknown = sorted(
+            k
+            for k in f
+            if k not in fixed
+            and not (k[:4] == "opt_" and self._key_name(k[4:], None))
+            and not (k[:6] == "extra_" and self._key_name(k[6:], None))
+        )
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown keys {', '.join(unknown)} (format version "
+                f"{self.FILE_FORMAT_VERSION} has none such): not written by this symgrad"
+            )
+        missing = sorted(fixed - set(f))
+        if missing:
+            raise ValueError(f"{path}: the model lacks the keys {', '.join(missing)}")
+        digest = f["model_sha256"]
+        if digest.tolist() != self.MODEL_SHA256:
+            raise ValueError(
+                f"{path}: saved from a different model (its spec differs in sizes, activations, "
+                "custom expressions, loss, dtype or task: model hash mismatch)"
+            )
+        theta = self._vector(f["theta"], f"{path}: theta", "parameters")
+        done = f["epochs_done"]
+        if not self._is_count(done):
+            raise ValueError(
+                f"{path}: epochs_done must be one integer >= 0, found {done.dtype} "
+                f"{done.tolist() if done.size <= 4 else f'array of shape {done.shape}'}"
+            )
+        training = f["training"]
+        try:
+            if training.shape != () or training.dtype.kind != "U":
+                raise ValueError("not a string")
+            training = json.loads(training.item())
+            if not isinstance(training, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise ValueError(f"{path}: training must be a JSON object ({exc})") from None
+        state = {k[4:]: f[k] for k in sorted(f) if k[:4] == "opt_"}
+        for name, value in state.items():
+            if name == "t":
+                if not self._is_count(value):
+                    raise ValueError(f"{path}: opt_t must be one integer >= 0")
+            else:
+                self._vector(value, f"{path}: opt_{name}", "optimiser state")
+        extras = {
+            k[6:]: self._extra_value(f[k], f"{path}: {k}") for k in sorted(f) if k[:6] == "extra_"
+        }
+        optimizer = training.get("optimizer")
+        same = isinstance(optimizer, dict) and optimizer.get("name") == "adam"
+        if same and state:
+            self._init_optimizer()
+            if set(state) != set(self._opt_state):
+                raise ValueError(
+                    f"{path}: the adam state holds {', '.join(sorted(state))}; expected "
+                    f"{', '.join(sorted(self._opt_state))}"
+                )
+        else:
+            self._opt_state = None  # another optimiser's state (or none): start afresh
+        self.set_flat(theta)
+        self.epochs_done = int(done)
+        if self._opt_state is not None:
+            for name, value in state.items():
+                if name == "t":
+                    self._opt_state["t"] = int(value)
+                else:
+                    self._opt_state[name][...] = value
+        self.extras = extras
+        self.training = training
         return self
+
+    @staticmethod
+    def _is_count(value):
+        """Whether ``value`` (an array from a file) is one integer >= 0."""
+        return (
+            value is not None and value.shape == () and value.dtype.kind in "iu" and int(value) >= 0
+        )
+
+    def _vector(self, value, where, what):
+        """Check a (P,) vector of this trainer's dtype with finite entries; return it."""
+        if value.shape != (N_PARAMS,):
+            raise ValueError(f"{where}: expected {N_PARAMS} {what}, found shape {value.shape}")
+        if value.dtype != self.dtype:
+            raise ValueError(f"{where}: {what} have dtype {value.dtype}, expected {self.dtype}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{where}: NaN or inf among the {what}")
+        return value
+
+    @staticmethod
+    def _key_name(name, where):
+        """The name after ``opt_``/``extra_``: a letter, then letters, digits, _ (at most 64)."""
+        ok = (
+            isinstance(name, str)
+            and name.isascii()
+            and name[:1].isalpha()
+            and name.replace("_", "").isalnum()
+            and len(name) <= 64
+        )
+        if not ok and where is not None:
+            raise ValueError(f"{where}: the name {name!r} is not a letter then letters, digits, _")
+        return name if ok else None
+
+    @staticmethod
+    def _extra_value(value, where):
+        """An extra array: numbers, booleans or strings; floats must be finite."""
+        if value.dtype.kind not in "biufU":
+            raise ValueError(f"{where}: dtype {value.dtype}: expected numbers or strings")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"{where}: NaN or inf among its values")
+        return value
+
+    @staticmethod
+    def _file_mode(path):
+        """The mode for ``path``: that of the file it replaces, else 0o666 less the umask."""
+        import stat
+
+        try:
+            return stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            pass
+        try:
+            with open("/proc/self/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("Umask:"):
+                        return 0o666 & ~int(line.split()[1], 8)
+        except (OSError, ValueError):
+            pass
+        mask = os.umask(0o022)  # no /proc: read the umask by setting it, and put it back
+        os.umask(mask)
+        return 0o666 & ~mask
+
+    @classmethod
+    def _read_archive(cls, path):
+        """The arrays of the .npz archive at ``path``; each header is checked before its data."""
+        import stat
+        import zipfile
+        import zlib
+
+        limit = 16 * N_PARAMS + (1 << 24)  # bytes per array: far above what a model holds
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ValueError(f"{path}: not a symgrad model (not a regular file)")
+            magic = fh.read(6)
+            if magic == b"\x93NUMPY":
+                why = "one .npy array, not an .npz archive"
+                raise ValueError(f"{path}: not a symgrad model ({why})")
+            if magic[:4] != b"PK\x03\x04":
+                raise ValueError(f"{path}: not a symgrad model (not an .npz archive)")
+            fh.seek(0)
+            arrays = {}
+            try:
+                with zipfile.ZipFile(fh) as archive:
+                    members = archive.infolist()
+                    if len(members) > 64:
+                        raise ValueError(f"{path}: not a symgrad model ({len(members)} arrays)")
+                    for info in members:
+                        key = info.filename[:-4]
+                        if not info.filename.endswith(".npy") or not key or key in arrays:
+                            raise ValueError(
+                                f"{path}: not a symgrad model (member {info.filename!r})"
+                            )
+                        with archive.open(info) as member:
+                            arrays[key] = cls._read_npy(member, f"{path}: {key}", limit)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise ValueError(f"{path}: damaged or truncated model file ({exc})") from None
+            except (RuntimeError, OSError) as exc:
+                raise ValueError(f"{path}: cannot read the model file ({exc})") from None
+        return arrays
+
+    @staticmethod
+    def _read_npy(member, where, limit):
+        """One .npy member: no objects, at most ``limit`` bytes, read exactly as declared."""
+        fmt = np.lib.format
+        try:
+            version = fmt.read_magic(member)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"NumPy file version {version} is not read here")
+        except ValueError as exc:
+            raise ValueError(f"{where}: not a NumPy array ({exc})") from None
+        if dtype.hasobject or dtype.kind not in "biufU" or dtype.itemsize == 0:
+            raise ValueError(f"{where}: dtype {dtype} is not read (numbers and strings only)")
+        count = 1
+        for n in shape:
+            count *= n
+        size = count * dtype.itemsize
+        if size > limit:
+            raise ValueError(f"{where}: declares {size} bytes, more than a model this size holds")
+        data = member.read(size + 1)
+        if len(data) != size:
+            raise ValueError(f"{where}: {len(data)} bytes of data where the header declares {size}")
+        value = np.frombuffer(data, dtype=dtype, count=count)
+        return value.reshape(shape, order="F" if fortran else "C").copy()

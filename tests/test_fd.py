@@ -8,16 +8,14 @@ of ``forward``.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import warnings
 
 import numpy as np
 import pytest
+from conftest import make_data, rel_err, trainer, weight_mask
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import symgrad
 
 HIDDEN = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "elu")
 PAIRS = (
@@ -29,10 +27,6 @@ PAIRS = (
 )
 DEPTHS = (0, 1, 2)
 WIDTHS = (4, 3)  # hidden widths used by the exhaustive tables (first, second hidden layer)
-N_INPUTS = 3
-N_OUTPUTS = 2
-N_SAMPLES = 6
-TINY = np.finfo(np.float64).tiny
 
 GRAD_STEP = 1e-6
 HESS_STEP = 1e-5
@@ -45,117 +39,8 @@ HESS_TOL = 1e-5
 # ---------------------------------------------------------------------------------------------
 
 
-def make_spec(
-    hidden: tuple = (),
-    out: str = "identity",
-    loss: str = "mse",
-    *,
-    inputs: int = N_INPUTS,
-    outputs: int = N_OUTPUTS,
-    l2: float = 0.0,
-    l1: float = 0.0,
-    dtype: str = "float64",
-    activations: tuple = (),
-    losses: tuple = (),
-) -> dict:
-    """A spec dict; ``hidden`` is a tuple of (units, activation) or (units, activation, alpha)."""
-    layers = []
-    for h in hidden:
-        layer = {"units": h[0], "activation": h[1]}
-        if len(h) > 2 and h[2] is not None:
-            layer["alpha"] = h[2]
-        layers.append(layer)
-    layers.append({"units": outputs, "activation": out})
-    spec = {
-        "name": "fdnet",
-        "inputs": inputs,
-        "layers": layers,
-        "loss": loss,
-        "regularization": {"l2": l2, "l1": l1},
-        "dtype": dtype,
-    }
-    if activations:
-        spec["activations"] = dict(activations)
-    if losses:
-        spec["losses"] = dict(losses)
-    return spec
-
-
-@functools.cache
-def _trainer_class(key: tuple):
-    hidden, out, loss, inputs, outputs, l2, l1, dtype, activations, losses = key
-    spec = make_spec(
-        hidden,
-        out,
-        loss,
-        inputs=inputs,
-        outputs=outputs,
-        l2=l2,
-        l1=l1,
-        dtype=dtype,
-        activations=activations,
-        losses=losses,
-    )
-    return type(symgrad.load_trainer(symgrad.load_spec(spec)))
-
-
-def trainer(
-    hidden: tuple = (),
-    out: str = "identity",
-    loss: str = "mse",
-    *,
-    inputs: int = N_INPUTS,
-    outputs: int = N_OUTPUTS,
-    l2: float = 0.0,
-    l1: float = 0.0,
-    dtype: str = "float64",
-    activations: tuple = (),
-    losses: tuple = (),
-    seed: int = 0,
-    instance_dtype=None,
-):
-    """A fresh trainer instance; the generated class is cached by its (frozen) spec."""
-    key = (
-        tuple(hidden),
-        out,
-        loss,
-        inputs,
-        outputs,
-        float(l2),
-        float(l1),
-        dtype,
-        tuple(activations),
-        tuple(losses),
-    )
-    return _trainer_class(key)(seed=seed, dtype=instance_dtype)
-
-
 def hidden_layers(act: str | None, depth: int) -> tuple:
     return tuple((WIDTHS[i], act) for i in range(depth))
-
-
-def make_targets(out: str, loss: str, n: int, outputs: int, rng) -> np.ndarray:
-    """Targets in the range each output/loss pair expects (probability rows for softmax)."""
-    if loss == "cross_entropy":
-        return rng.dirichlet(np.ones(outputs), size=n)
-    if loss == "log_loss" or out == "sigmoid":
-        return rng.uniform(0.05, 0.95, size=(n, outputs))
-    if out == "tanh":
-        return rng.uniform(-0.9, 0.9, size=(n, outputs))
-    return rng.standard_normal((n, outputs))
-
-
-def make_data(
-    out: str,
-    loss: str,
-    n: int = N_SAMPLES,
-    inputs: int = N_INPUTS,
-    outputs: int = N_OUTPUTS,
-    seed: int = 0,
-):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, inputs))
-    return X, make_targets(out, loss, n, outputs, rng)
 
 
 def randomize(model, seed: int, scale: float = 0.8, away_from_zero: float = 0.0) -> np.ndarray:
@@ -166,13 +51,6 @@ def randomize(model, seed: int, scale: float = 0.8, away_from_zero: float = 0.0)
         theta = np.sign(theta) * (away_from_zero + np.abs(theta))
     model.set_flat(theta)
     return theta
-
-
-def rel_err(actual, expected) -> float:
-    """Norm-wise relative error |actual - expected| / max(|expected|, tiny)."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), TINY))
 
 
 def _steps(theta_i: float, h: float) -> tuple[float, float]:
@@ -245,17 +123,6 @@ def fd_jacobian_forward(model, X, h: float = 1e-6) -> np.ndarray:
     finally:
         model.set_flat(theta)
     return J
-
-
-def weight_mask(model) -> np.ndarray:
-    """True for the entries of theta that are weights (W_l), False for biases."""
-    mask = np.zeros(model.theta.size, dtype=bool)
-    offset = 0
-    for name, view in model.params().items():
-        if name.startswith("W_"):
-            mask[offset : offset + view.size] = True
-        offset += view.size
-    return mask
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,18 +397,8 @@ def test_gauss_newton_differs_from_hessian_with_hidden_layers():
 
 
 # ---------------------------------------------------------------------------------------------
-# custom expressions (symgrad/exprparse.py)
+# custom expressions (symgrad/calculus/exprparse.py)
 # ---------------------------------------------------------------------------------------------
-
-
-def _require_exprparse():
-    try:
-        import symgrad.calculus.exprparse  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(
-            f"custom activations/losses need symgrad/exprparse.py, which cannot be imported "
-            f"yet ({exc})"
-        )
 
 
 SWISH = (("swish", "z / (1 + exp(-z))"),)
@@ -551,7 +408,6 @@ CAUCHY = (("cauchy", "log(1 + (a - y)**2)"),)
 @pytest.mark.parametrize("depth", [1, 2])
 @pytest.mark.parametrize(("out", "loss"), [("identity", "mse"), ("softmax", "cross_entropy")])
 def test_custom_swish_activation(depth, out, loss):
-    _require_exprparse()
     model = trainer(hidden_layers("swish", depth), out, loss, l2=0.1, activations=SWISH)
     randomize(model, seed=71)
     X, Y = make_data(out, loss, seed=72)
@@ -568,7 +424,6 @@ def test_custom_swish_activation(depth, out, loss):
     "hidden", [(), ((4, "tanh"),), ((4, "relu"), (3, "sigmoid"))], ids=["d0", "d1", "d2"]
 )
 def test_custom_cauchy_loss(hidden):
-    _require_exprparse()
     model = trainer(hidden, "identity", "cauchy", l2=0.1, losses=CAUCHY)
     theta = randomize(model, seed=81)
     X, Y = make_data("identity", "mse", seed=82)
@@ -582,7 +437,6 @@ def test_custom_cauchy_loss(hidden):
 
 
 def test_custom_swish_and_cauchy_together():
-    _require_exprparse()
     model = trainer(((5, "swish"),), "identity", "cauchy", activations=SWISH, losses=CAUCHY)
     randomize(model, seed=91)
     X, Y = make_data("identity", "mse", seed=92)

@@ -3,20 +3,28 @@
 Each textbook update below is computed in the test from ``gradient_flat`` (itself checked against
 finite differences in ``test_fd.py``) on a second instance of the same class, then compared with
 what ``fit`` did to the parameters.
+
+Regularisation (issue 9): a step's gradient is the data term averaged over the batch plus
+(lambda_2/N) w with N the training set's size; an L1 penalty is a soft threshold after the update,
+with the method's per-coordinate step size (see ``symgrad/optimizers/base.py``).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
-import json
 import re
 import sys
 
 import numpy as np
 import pytest
+import sympy as sp
+from conftest import make, weight_mask
 
 import symgrad
+from symgrad import optimizers
+from symgrad.codegen.generate import render
+from symgrad.optimizers.base import Optimizer, Update, eta, g, theta
+from symgrad.runtime.loader import import_module_from_source
 
 # A tiny, hand-checkable regression problem: 2 inputs -> 1 identity output, 4 samples.
 X4 = np.array([[1.0, 2.0], [-1.0, 0.5], [0.0, -1.0], [2.0, 1.0]])
@@ -43,20 +51,6 @@ def linear_spec(optimizer: str, **overrides) -> dict:
         "optimizer": opt,
         "init": {"scheme": "normal", "seed": 5},
     }
-
-
-@functools.cache
-def _trainer_class(spec_json: str):
-    return type(symgrad.load_trainer(symgrad.load_spec(json.loads(spec_json))))
-
-
-def trainer_class(spec: dict):
-    """The generated class for ``spec``, generated once per spec (keyed by its JSON text)."""
-    return _trainer_class(json.dumps(spec, sort_keys=True))
-
-
-def make(spec: dict, seed: int | None = None):
-    return trainer_class(spec)(seed=seed)
 
 
 def grad_fn(spec: dict, X_all=X4, Y_all=Y4):
@@ -243,21 +237,173 @@ def other_spec(kind: str, name: str) -> tuple[dict, np.ndarray, np.ndarray]:
     return spec, MLP_X, MLP_Y
 
 
+def soft_threshold(u, tau):
+    """sign(u) max(|u| - tau, 0), elementwise."""
+    return np.sign(u) * np.maximum(np.abs(u) - tau, 0.0)
+
+
+def textbook_regularised(name, theta, g, epochs, X, Y, mask, l2, l1, batch=None, hess=None):
+    """Each step: grad = (data gradient on the batch) + (l2/N) w, the update, then on the weights
+    w <- sign(u) max(|u| - s l1/N, 0) with the method's per-coordinate step size s (momentum and
+    Nesterov then take the step actually made as their velocity). N = len(X)."""
+    h = HYPER
+    eta, mu, eps = h["learning_rate"], h["momentum"], h["eps"]
+    N = len(X)
+    batch = batch or N
+    v, sq, m = np.zeros_like(theta), np.zeros_like(theta), np.zeros_like(theta)
+    t = 0
+    for _ in range(epochs):
+        for lo in range(0, N, batch):
+            grad = g(theta, X[lo : lo + batch], Y[lo : lo + batch]) + l2 / N * mask * theta
+            step = eta
+            if name in ("gd", "sgd"):
+                u = theta - eta * grad
+            elif name == "momentum":
+                v = mu * v - eta * grad
+                u = theta + v
+            elif name == "nesterov":  # theta is the look-ahead point (see textbook_nesterov)
+                v = mu * v - eta * grad
+                u = theta + mu * v - eta * grad
+                step = (1 + mu) * eta
+            elif name in ("adagrad", "rmsprop"):
+                sq = sq + grad**2 if name == "adagrad" else h["rho"] * sq + (1 - h["rho"]) * grad**2
+                step = eta / (np.sqrt(sq) + eps)
+                u = theta - step * grad
+            elif name == "adam":
+                t += 1
+                b1, b2 = h["beta1"], h["beta2"]
+                m = b1 * m + (1 - b1) * grad
+                v = b2 * v + (1 - b2) * grad**2
+                step = eta / (np.sqrt(v / (1 - b2**t)) + eps)
+                u = theta - step * m / (1 - b1**t)
+            else:  # newton: the Hessian of the smooth part (data + l2/N)
+                H = hess(theta) + h["damping"] * np.eye(len(theta))
+                u = theta - eta * np.linalg.solve(H, grad)
+            theta = np.where(mask, soft_threshold(u, step * l1 / N), u)
+            if name == "momentum":
+                v = v + theta - u
+            elif name == "nesterov":
+                v = v + (theta - u) / (1 + mu)
+    return theta
+
+
 @pytest.mark.parametrize("kind", ["linear-l2-l1", "mlp-softmax-l2-l1"])
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_fit_equals_textbook_update_on_other_models(name, kind):
     spec, X, Y = other_spec(kind, name)
+    plain = dict(spec, regularization={})
     model = make(spec)
     ref = make(spec)
 
-    def hess(theta):  # (Newton) the Hessian itself is checked in test_fd.py
+    def hess(theta):  # (Newton) the Hessian itself is checked in test_fd.py; |w| adds none
         ref.set_flat(theta)
         return ref.hessian(X, Y)
 
     theta0 = model.get_flat()
     model.fit(X, Y, epochs=3, shuffle=False)
-    expected = textbook(name, theta0, grad_fn(spec, X, Y), 3, X, Y, hess)
+    reg = spec["regularization"]
+    batch = spec["optimizer"].get("batch_size")
+    expected = textbook_regularised(
+        name,
+        theta0,
+        grad_fn(plain, X, Y),
+        3,
+        X,
+        Y,
+        weight_mask(model),
+        **reg,
+        batch=batch,
+        hess=hess,
+    )
+    assert not np.allclose(expected, theta0)
     assert_params(model.theta, expected, 1e-11)
+
+
+FIRST_ORDER = tuple(name for name in OPTIMIZERS if name != "newton")
+
+
+@pytest.mark.parametrize("name", FIRST_ORDER)
+def test_l1_weight_at_zero_stays_zero(name):
+    """|dC/dw_2| < lambda_1/N at theta = 0 (0.875 < 1): w_2 stays exactly 0, w_1 (1.375 > 1) and
+    the bias move. Without the L1 term (or with the subgradient sign(0) = 0) w_2 would move."""
+    spec = linear_spec(name)
+    spec["regularization"] = {"l1": 4.0}  # lambda_1 / N = 1 on the 4 samples
+    model = make(spec)
+    model.set_flat(np.zeros(3))
+    free = make(linear_spec(name))
+    free.set_flat(np.zeros(3))
+    np.testing.assert_allclose(free.gradient_flat(X4, Y4), [-1.375, -0.875, -0.6875])
+    for _ in range(3):
+        model.fit(X4, Y4, epochs=1, shuffle=False)
+        assert model.theta[1] == 0.0
+    assert model.theta[0] != 0.0 and model.theta[2] != 0.0
+    free.fit(X4, Y4, epochs=1, shuffle=False)
+    assert free.theta[1] != 0.0
+
+
+def test_sgd_minibatch_penalty_is_that_of_loss_on_the_training_set():
+    """SGD with m = 32 on N = 96 samples: each step's penalty gradient is the gradient of what
+    loss() adds on the whole set (lambda_2/N w), not lambda_2/m w (3x stronger here)."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((96, 2))
+    Y = X @ np.array([[0.5], [-1.0]]) + 0.1
+    spec = linear_spec("sgd", batch_size=32)
+    spec["regularization"] = {"l2": 3.0}
+    plain = linear_spec("sgd", batch_size=32)
+    model, ref, ref_plain = make(spec), make(spec), make(plain)
+    theta0 = model.get_flat()
+    model.fit(X, Y, epochs=1, shuffle=False)
+
+    def penalty_gradient(theta, h=1e-3):
+        """Central differences of loss(X, Y) with the penalty minus without it, on all of X."""
+        out = np.empty_like(theta)
+        for i in range(theta.size):
+            values = []
+            for sign in (1, -1):
+                t = theta.copy()
+                t[i] += sign * h
+                ref.set_flat(t)
+                ref_plain.set_flat(t)
+                values.append(ref.loss(X, Y) - ref_plain.loss(X, Y))
+            out[i] = (values[0] - values[1]) / (2 * h)
+        return out
+
+    data = grad_fn(plain, X, Y)
+    eta = HYPER["learning_rate"]
+    expected = theta0
+    for lo in range(0, 96, 32):
+        step = data(expected, X[lo : lo + 32], Y[lo : lo + 32]) + penalty_gradient(expected)
+        expected = expected - eta * step
+    assert_params(model.theta, expected, 1e-9)
+    per_batch = textbook_regularised(
+        "sgd", theta0, data, 1, X, Y, weight_mask(model), 3.0 * 3, 0.0, 32
+    )
+    assert not np.allclose(model.theta, per_batch, rtol=1e-6, atol=1e-9)  # lambda_2/m differs
+
+
+def test_a_new_optimizer_is_one_object():
+    """An optimiser registered here (sign descent: theta <- theta - eta sign(g)) trains through
+    the generated code with nothing else added."""
+    toy = optimizers.register(
+        Optimizer(
+            name="toy_sign_descent",
+            title="sign descent",
+            updates=(Update(theta, theta - eta * sp.sign(g)),),
+            prose="Each parameter moves by eta against the sign of its gradient.",
+        )
+    )
+    assert optimizers.get("toy_sign_descent") is toy
+    spec = symgrad.load_spec(linear_spec("gd"))
+    source, _ = render(symgrad.derive(spec), "toy.yaml", optimizer=toy)
+    model = getattr(import_module_from_source(source, "toy_sign"), spec.class_name)()
+    theta0 = model.get_flat()
+    model.fit(X4, Y4, epochs=3, shuffle=False)
+    g_ = grad_fn(linear_spec("gd"))
+    expected = theta0
+    for _ in range(3):
+        expected = expected - HYPER["learning_rate"] * np.sign(g_(expected))
+    assert_params(model.theta, expected)
+    assert "sign descent" in source
 
 
 @pytest.mark.parametrize("name", ["gd", "momentum", "adam", "sgd"])
@@ -349,7 +495,7 @@ def test_sgd_shuffle_false_visits_rows_in_order():
 
 
 def test_l2_penalty_in_the_update():
-    """gd on mse + l2: the weights decay by eta * l2 / n * w, the bias does not."""
+    """gd on mse + l2: the weights decay by eta * l2 / N * w (N = 4 samples), the bias does not."""
     spec = linear_spec("gd")
     spec["regularization"] = {"l2": 0.6}
     plain = grad_fn(linear_spec("gd"))
@@ -543,13 +689,13 @@ def test_save_load_round_trip(tmp_path, name):
     np.testing.assert_array_equal(other.theta, model.theta)
 
 
-def test_save_adds_the_npz_suffix(tmp_path):
+def test_save_uses_the_name_given(tmp_path):
     model = make(linear_spec("gd"))
     path = model.save(tmp_path / "weights")
-    assert str(path).endswith(".npz")
+    assert path == str(tmp_path / "weights")  # no ".npz" appended (issue 11, item 22)
     with np.load(path, allow_pickle=False) as f:
         np.testing.assert_array_equal(f["theta"], model.theta)
-    assert [p.name for p in tmp_path.iterdir()] == ["weights.npz"]  # no temporary left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["weights"]  # no temporary left behind
 
 
 def test_load_refuses_a_file_from_another_spec(tmp_path):
@@ -562,25 +708,27 @@ def test_load_refuses_a_file_from_another_spec(tmp_path):
     path = make(wide).save(tmp_path / "wide.npz")
     model = make(linear_spec("gd"))
     before = model.get_flat()
-    with pytest.raises(ValueError, match="spec") as info:
+    with pytest.raises(ValueError, match="saved from a different model") as info:
         model.load(path)
     assert str(path) in str(info.value)
     np.testing.assert_array_equal(model.theta, before)
-    # same architecture, another spec (l2 differs): also refused
+    # the regulariser is a training setting, not part of the model: the file loads
     spec = linear_spec("gd")
     spec["regularization"] = {"l2": 0.5}
     path = make(spec).save(tmp_path / "l2.npz")
-    with pytest.raises(ValueError, match="spec"):
-        model.load(path)
+    assert model.load(path).training["regularization"] == {"l1": 0.0, "l2": 0.5}
 
 
 def test_load_refuses_a_wrong_shape(tmp_path):
     model = make(linear_spec("gd"))
-    path = tmp_path / "bad.npz"
-    np.savez(path, theta=np.zeros(5), spec_sha256=np.array(_module(model).SPEC_SHA256))
+    path = model.save(tmp_path / "good.npz")
+    with np.load(path, allow_pickle=False) as f:
+        arrays = dict(f)
+    arrays["theta"] = np.zeros(5)
+    np.savez(tmp_path / "bad.npz", **arrays)
     before = model.get_flat()
     with pytest.raises(ValueError, match=re.escape("(5,)")) as info:
-        model.load(path)
+        model.load(tmp_path / "bad.npz")
     assert "3" in str(info.value)
     np.testing.assert_array_equal(model.theta, before)
 

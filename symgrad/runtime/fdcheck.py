@@ -72,7 +72,6 @@ def check(model, X, Y, hessian: bool = True, eps: float = 1e-6) -> list[BlockRes
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     saved = model.get_flat()
-    saved_dtype = model.dtype
     if model.dtype != np.float64:
         model = type(model)(dtype=np.float64)
     theta = saved.astype(np.float64)
@@ -103,5 +102,4 @@ def check(model, X, Y, hessian: bool = True, eps: float = 1e-6) -> list[BlockRes
             ha = float(np.max(np.abs(diff), initial=0.0))
             hr = _rel(diff, H_fd)
         results.append(BlockResult(name, sl.stop - sl.start, ga, gr, ha, hr))
-    del saved_dtype
     return results

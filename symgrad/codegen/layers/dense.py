@@ -1,0 +1,134 @@
+"""The dense layer's code: z_l = a_{l-1} W_l^T + b_l, a_l = f_l(z_l), and its backward terms.
+
+The layer owns its names, its offsets in the parameter vector, the printed statements of its
+activation (forward, in place), of f'_l (backpropagation, in place) and the expressions of f'_l
+and f''_l (R-operator and Hessians); ``templates/<backend>/layers/dense.jinja`` lays them out.
+Storage: layer 1 keeps W_1 (row-major) then b_1 and reads X directly; a later layer keeps the rows
+``[W_l | b_l]`` so one product with ``[a_{l-1} | 1]`` includes the bias.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from ... import calculus as C
+from ...printers.inplace import InplaceEmitter
+from ...printers.numpy import NumPyPrinter
+from .. import kernels
+from ..cite import Citations
+
+#: the macros of this layer type, in the backend's template set
+MACROS = "layers/dense.jinja"
+
+
+@dataclass
+class Dense:
+    """Code context of dense layer ``l`` (1-based) of a chain of ``depth`` layers."""
+
+    l: int
+    units: int
+    fan_in: int
+    depth: int
+    #: public offsets: W_l at [w0, w1), b_l at [w1, b1); internal storage [i0, i1)
+    w0: int = 0
+    w1: int = 0
+    b1: int = 0
+    i0: int = 0
+    i1: int = 0
+    softmax: bool = False
+    keep_z: bool = False
+    forward_lines: list[str] = field(default_factory=list)
+    fp_lines: list[str] = field(default_factory=list)
+    scratch: int = 0
+    fp_expr: str = ""
+    fp_needs_z: bool = False
+    fpp_needs_z: bool = False
+    fpp_zero: bool = True
+    rop_curvature: str = ""  # f''_l R{z_l} back_l (R-operator)
+    chunk_curvature: str = ""  # f''_l back_l (the two-layer Hessian)
+    init_scale: str = ""
+    eq_forward: str = ""
+    eq_grad: str = ""
+    eq_backprop: str = ""
+    grad_names: tuple[str, str] = ("", "")
+    kind: str = "dense"
+    macros: str = MACROS
+
+    @property
+    def last(self) -> bool:
+        return self.l == self.depth
+
+    @property
+    def z(self) -> str:
+        """Where the pass writes z_l: its own buffer when kept, else a_l's (overwritten)."""
+        return f"z_{self.l}" if self.keep_z else f"a_{self.l}"
+
+
+def _uses(expr: sp.Expr | None, sym: sp.Symbol) -> bool:
+    return expr is not None and sym in expr.free_symbols
+
+
+def dense_layer(
+    d,
+    layer,
+    offsets: tuple[int, int],
+    printer: type[NumPyPrinter],
+    cite: Citations,
+    output_kernels: tuple,
+) -> Dense:
+    """The code context of ``layer`` (a ``LayerCalculus`` of the Derivation).
+
+    ``offsets`` are the first public and internal indices of its parameters; ``output_kernels``
+    the output layer's kernels that read z (loss, delta, curvature) when this is the last layer.
+    """
+    l, units, fan_in = layer.index, layer.units, layer.fan_in
+    w0, i0 = offsets
+    ctx = Dense(l, units, fan_in, d.depth, softmax=layer.activation.vector)
+    ctx.w0, ctx.w1 = w0, w0 + units * fan_in
+    ctx.b1 = ctx.w1 + units
+    ctx.i0, ctx.i1 = i0, i0 + units * (fan_in + 1)
+    if not ctx.softmax:  # softmax is laid out by the template's helper (no elementwise kernel)
+        f, fp, fpp = (kernels.kernel(d, f"act.{l}.{k}") for k in ("f", "df", "d2f"))
+        ctx.fp_needs_z, ctx.fpp_needs_z = _uses(fp, C.z), _uses(fpp, C.z)
+    # z_l is kept apart from a_l when some code reads it after the activation
+    reads_z = (ctx.fp_needs_z or ctx.fpp_needs_z) and not ctx.last
+    reads_z = reads_z or any(_uses(k, C.z) for k in output_kernels)
+    ctx.keep_z = ctx.softmax or reads_z
+    names = {"z": ctx.z, "a": f"a_{l}", "delta": f"delta_{l}", "y": "Y"}
+    arrays = ("z", "a", "delta", "y")
+    if not ctx.softmax:
+        em = InplaceEmitter(names, arrays, lambda k: f"t_{l}_{k}", printer=printer)
+        em.assign(C.a, f)
+        ctx.forward_lines = em.lines
+        readable = printer({"z": f"z_{l}", "a": f"a_{l}", "y": "Y"})
+        ctx.fp_expr = readable.expression(fp)
+        if fp.is_Number:
+            ctx.fp_expr = f"{readable.fn('full_like')}(a_{l}, {ctx.fp_expr})"
+        ctx.fpp_zero = fpp == 0
+        rz, back = sp.Symbol("Rz"), sp.Symbol("back")
+        curv = printer({"z": f"z_{l}", "a": f"a_{l}", "Rz": f"Rz_{l}", "back": f"back_{l}"})
+        ctx.rop_curvature = curv.expression(fpp * rz * back)
+        ctx.chunk_curvature = curv.expression(fpp * back)
+        if not ctx.last:  # the output layer's f' is fused into its delta
+            back = InplaceEmitter(names, arrays, lambda k: f"t_{l}_{k}", printer=printer)
+            back.multiply(sp.Symbol("delta", real=True), fp)
+            ctx.fp_lines = back.lines
+            em.scratch_used = max(em.scratch_used, back.scratch_used)
+        ctx.scratch = em.scratch_used
+    ctx.eq_forward = cite(f"forward.{l}", "forward") + ", " + cite(f"act.{l}.f", "forward.layers")
+    ctx.eq_grad = cite(f"grad.W.{l}", f"grad.{l}") + ", " + cite(f"grad.b.{l}", f"grad.{l}")
+    if l > 1:
+        ctx.eq_backprop = cite(f"backprop.{l - 1}")
+    return ctx
+
+
+def init_scale(scheme: str, units: int, fan_in: int, printer: NumPyPrinter) -> str:
+    """The standard deviation of the initial weights, printed ("" for N(0, 1) weights and
+    biases; xavier: sqrt(2 / (fan_in + units)), he: sqrt(2 / fan_in), biases then start at 0)."""
+    if scheme == "normal":
+        return ""
+    # in double precision exactly as NumPy computed it before (the same seed, the same weights)
+    return printer.number(math.sqrt(2.0 / (fan_in + units if scheme == "xavier" else fan_in)))

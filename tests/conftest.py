@@ -1,0 +1,119 @@
+"""Shared test helpers: spec builders, generated trainers cached per spec, data, error measures.
+
+Test modules import them directly (``from conftest import make_spec, trainer, rel_err``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+
+import symgrad
+
+TINY = np.finfo(np.float64).tiny
+
+
+def make_spec(
+    hidden: tuple = (),
+    out: str = "identity",
+    loss: str = "mse",
+    *,
+    inputs: int = 3,
+    outputs: int = 2,
+    l2: float = 0.0,
+    l1: float = 0.0,
+    dtype: str = "float64",
+    activations: tuple = (),
+    losses: tuple = (),
+    optimizer: dict | None = None,
+    name: str = "fdnet",
+) -> dict:
+    """A spec dict; ``hidden`` is a tuple of (units, activation) or (units, activation, alpha)."""
+    layers = []
+    for h in hidden:
+        layer = {"units": h[0], "activation": h[1]}
+        if len(h) > 2 and h[2] is not None:
+            layer["alpha"] = h[2]
+        layers.append(layer)
+    layers.append({"units": outputs, "activation": out})
+    spec = {
+        "name": name,
+        "inputs": inputs,
+        "layers": layers,
+        "loss": loss,
+        "regularization": {"l2": l2, "l1": l1},
+        "dtype": dtype,
+    }
+    if optimizer:
+        spec["optimizer"] = dict(optimizer)
+    if activations:
+        spec["activations"] = dict(activations)
+    if losses:
+        spec["losses"] = dict(losses)
+    return spec
+
+
+@functools.cache
+def _trainer_class(spec_json: str):
+    return type(symgrad.load_trainer(symgrad.load_spec(json.loads(spec_json))))
+
+
+def trainer_class(spec: dict):
+    """The generated class for ``spec``, generated once per spec (keyed by its JSON text)."""
+    return _trainer_class(json.dumps(spec, sort_keys=True))
+
+
+def make(spec: dict, seed: int | None = None, dtype=None):
+    """A fresh instance of the generated trainer for ``spec``."""
+    return trainer_class(spec)(seed=seed, dtype=dtype)
+
+
+def trainer(
+    hidden: tuple = (),
+    out: str = "identity",
+    loss: str = "mse",
+    *,
+    seed: int = 0,
+    instance_dtype=None,
+    **options,
+):
+    """A fresh trainer for ``make_spec(hidden, out, loss, **options)``."""
+    return make(make_spec(hidden, out, loss, **options), seed=seed, dtype=instance_dtype)
+
+
+def make_targets(out: str, loss: str, n: int, outputs: int, rng) -> np.ndarray:
+    """Targets in the range each output/loss pair expects (probability rows for softmax)."""
+    if loss == "cross_entropy":
+        return rng.dirichlet(np.ones(outputs), size=n)
+    if loss == "log_loss" or out == "sigmoid":
+        return rng.uniform(0.05, 0.95, size=(n, outputs))
+    if out == "tanh":
+        return rng.uniform(-0.9, 0.9, size=(n, outputs))
+    return rng.standard_normal((n, outputs))
+
+
+def make_data(out: str, loss: str, n: int = 6, inputs: int = 3, outputs: int = 2, seed: int = 0):
+    """Random inputs and matching targets."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, inputs))
+    return X, make_targets(out, loss, n, outputs, rng)
+
+
+def rel_err(actual, expected) -> float:
+    """Norm-wise relative error |actual - expected| / max(|expected|, tiny)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), TINY))
+
+
+def weight_mask(model) -> np.ndarray:
+    """True for the entries of theta (public order) that are weights (W_l), False for biases."""
+    mask = np.zeros(model.theta.size, dtype=bool)
+    offset = 0
+    for name, view in model.params().items():
+        if name.startswith("W_"):
+            mask[offset : offset + view.size] = True
+        offset += view.size
+    return mask
