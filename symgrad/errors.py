@@ -26,3 +26,15 @@ class DataError(SymgradError):
 
 class DivergenceError(SymgradError):
     """Training produced NaN or inf; the last good parameters were kept."""
+
+
+class LimitError(SymgradError):
+    """A stated limit would be exceeded (memory, the size of a printed derivation or module)."""
+
+
+class BudgetError(LimitError):
+    """Deriving or printing ran past its time or memory budget."""
+
+
+class CacheError(SymgradError):
+    """The module cache cannot be used safely (not a folder, not private, not writable)."""

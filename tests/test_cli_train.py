@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +226,56 @@ def test_missing_model_and_resume_without_checkpoint_exit_2(work, capsys):
     assert code == 2 and "nosuch.npz" in err
     code, _, err = _run(capsys, "train", "spec.yaml", "--data", "train.csv", "--resume", "-q")
     assert code == 2 and "--resume" in err
+
+
+def _readme_cli_lines() -> list[str]:
+    """The command lines of the README's "The CLI" block, comments kept."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("## The CLI", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_every_readme_cli_command_works_as_written(tmp_path, monkeypatch, capsys):
+    """Issue 11, item 29: the README's commands, run as a new user would, give good results."""
+    pytest.importorskip("sklearn")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    (tmp_path / "generated").mkdir()  # as in a checkout
+    monkeypatch.chdir(tmp_path)
+    outputs = {}
+    for line in _readme_cli_lines():
+        command, _, comment = line.partition("  #")
+        if command.startswith("python "):
+            subprocess.run([sys.executable, *shlex.split(command)[1:]], check=True, timeout=120)
+            continue
+        optional = re.findall(r"\[([^\]]+)\]", command)
+        argv = shlex.split(re.sub(r"\s*\[[^\]]+\]", "", command))
+        assert argv[0] == "symgrad", line
+        code, out, err = _run(capsys, *argv[1:])
+        assert code == 0, (line, err)
+        outputs[" ".join(argv[1:])] = out, err, comment
+        for extra in optional:
+            if extra.startswith("--plot") and importlib.util.find_spec("matplotlib") is None:
+                continue
+            code, out, err = _run(capsys, *argv[1:], *shlex.split(extra))
+            assert code == 0, (line, extra, err)
+            outputs[" ".join(argv[1:] + [extra])] = out, err, comment
+    assert {key.split()[0] for key in outputs} >= {
+        "derive", "generate", "check", "train", "evaluate", "predict", "--version",
+    }  # fmt: skip
+    assert (tmp_path / "xor.tex").read_text(encoding="utf-8").startswith("\\documentclass")
+    assert (tmp_path / "generated" / "xor.py").is_file()
+    assert outputs["generate examples/xor.yaml --check"][0].endswith("is up to date\n")
+    assert outputs["check examples/mlp_digits.yaml"][0].endswith("all blocks pass\n")
+    train = next(
+        v for k, v in outputs.items() if k.startswith("train") and "--" + "resume" not in k
+    )
+    accuracy = float(re.search(r" acc (\S+)", train[0].splitlines()[-2]).group(1))
+    assert accuracy >= 0.9, train[0]
+    out, _, comment = next(v for k, v in outputs.items() if k.startswith("evaluate"))
+    accuracy = float(re.search(r"^accuracy (\S+)$", out, re.M).group(1))
+    assert accuracy >= 0.9, out
+    assert comment.strip() == f"accuracy {accuracy:.3f}"  # the README states what it gives
+    resumed = next(v for k, v in outputs.items() if "--resume" in k)[0]
+    assert resumed.startswith("already trained for 200 epochs")
+    predictions = (tmp_path / "pred.csv").read_text(encoding="utf-8").splitlines()
+    assert predictions[0] == "prediction" and len(predictions) == 151

@@ -23,7 +23,7 @@ _SUPPORTED = (
     "supported formats are .csv, .csv.gz, .npz, idx:PREFIX, an ...-images-idx3-ubyte[.gz] "
     "file, and a .pkl/.pkl.gz pickle of (X, y) pairs (PATH[:train|validation|test])"
 )
-_PICKLE_SOURCE = re.compile(r"^(.*\.(?:pkl|pickle)(?:\.gz)?)(?::([^:/\\]*))?$", re.IGNORECASE)
+_PICKLE_SOURCE = re.compile(r"(.*\.(?:pkl|pickle)(?:\.gz)?)(?::([^:/\\]*))?", re.IGNORECASE)
 
 
 def load_data(
@@ -68,7 +68,7 @@ def load_data(
 
     if text.startswith("idx:"):
         raw = load_idx_prefix(text[4:], n_outputs, classes, limit, cap)
-    elif (match := _PICKLE_SOURCE.match(text)) is not None:
+    elif (match := _PICKLE_SOURCE.fullmatch(text)) is not None:
         raw = load_pickle_source(match.group(1), match.group(2), n_outputs, classes, limit, cap)
     elif text.lower().endswith((".csv", ".csv.gz")):
         raw = load_csv(text, n_inputs, n_outputs, targets, classes, limit, cap)

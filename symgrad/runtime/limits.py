@@ -6,19 +6,44 @@ against tracemalloc on a real run.
 
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
 
+from ..errors import LimitError
 from ..spec import MAX_HESSIAN_PARAMS, MAX_INPUTS, MAX_LAYERS, MAX_UNITS, NEWTON_EXACT_MAX, Spec
 
 __all__ = [
+    "DEFAULT_MAX_MEMORY",
     "MAX_HESSIAN_PARAMS",
     "MAX_INPUTS",
     "MAX_LAYERS",
     "MAX_UNITS",
+    "MEMORY_ENV",
+    "MODEL_BYTES_PER_PARAMETER",
     "NEWTON_EXACT_MAX",
+    "check_model_memory",
+    "check_training_memory",
+    "format_bytes",
     "hessian_memory_bytes",
+    "memory_limit_bytes",
+    "model_memory_bytes",
     "training_memory_bytes",
 ]
+
+#: The most memory symgrad lets a model (or a training run) take: 16 GiB, or 80% of the
+#: physical memory when that is less. ``SYMGRAD_MAX_MEMORY`` overrides it (``8G``, ``512MiB``,
+#: ``2.5GB`` or a number of bytes; K, M, G and T are powers of 1024).
+DEFAULT_MAX_MEMORY = 16 * 2**30
+MEMORY_ENV = "SYMGRAD_MAX_MEMORY"
+#: Bytes per parameter to import a generated module and construct its model: the index and
+#: mask vectors of the storage layout (int64/float64), the parameters, and the temporaries of
+#: the initialisation (measured: about 38 per parameter in float64).
+MODEL_BYTES_PER_PARAMETER = 48
+
+#: A size: a number of bytes, or with a suffix K, M, G or T (powers of 1024; ``GiB``, ``GB``).
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 
 #: Parameter-sized vectors per optimiser: its state (velocity, squares, moments).
 _STATE_VECTORS = {
@@ -84,3 +109,71 @@ def hessian_memory_bytes(spec: Spec, dtype=None) -> int:
     """Bytes of the P x P Hessian (``hessian()`` refuses above ``MAX_HESSIAN_PARAMS``)."""
     s = np.dtype(dtype or spec.dtype).itemsize
     return spec.n_params**2 * s
+
+
+def format_bytes(n: float) -> str:
+    """``488.3 GiB``, ``12.0 MiB``, ``512 bytes``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return None
+
+
+def memory_limit_bytes() -> int:
+    """The memory limit: ``$SYMGRAD_MAX_MEMORY``, else :data:`DEFAULT_MAX_MEMORY` (see there)."""
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if text:
+        m = _SIZE.fullmatch(text)
+        if m is None:
+            raise LimitError(
+                f"{MEMORY_ENV}={text!r}: expected a size such as 8G, 512MiB or 2000000000"
+            )
+        number, prefix = m.groups()
+        value = int(float(number) * 1024 ** (" kmgt".index(prefix.lower() or " ")))
+        if value <= 0:
+            raise LimitError(f"{MEMORY_ENV}={text!r}: expected a positive size")
+        return value
+    physical = _physical_memory()
+    return DEFAULT_MAX_MEMORY if not physical else min(DEFAULT_MAX_MEMORY, int(0.8 * physical))
+
+
+def model_memory_bytes(spec: Spec, dtype=None) -> int:
+    """Bytes to import the generated module of ``spec`` and construct its model (an estimate)."""
+    s = np.dtype(dtype or spec.dtype).itemsize
+    return spec.n_params * (MODEL_BYTES_PER_PARAMETER + max(0, s - 8))
+
+
+def _refuse(needed: int, what: str) -> None:
+    limit = memory_limit_bytes()
+    if needed > limit:
+        raise LimitError(
+            f"{what} needs about {format_bytes(needed)}, more than the memory limit of "
+            f"{format_bytes(limit)} (set {MEMORY_ENV}, such as {MEMORY_ENV}=64G, to allow more)"
+        )
+
+
+def check_model_memory(spec: Spec, dtype=None) -> None:
+    """Refuse (:class:`~symgrad.errors.LimitError`) a model whose parameters do not fit."""
+    _refuse(
+        model_memory_bytes(spec, dtype),
+        f"the model {spec.name!r} ({spec.n_params:,} parameters)",
+    )
+
+
+def check_training_memory(
+    spec: Spec, n_samples: int, batch_size: int | None = None, dtype=None
+) -> None:
+    """Refuse a training run that would need more than the limit (model and work arrays)."""
+    if n_samples <= 0:
+        return
+    needed = model_memory_bytes(spec, dtype) + training_memory_bytes(
+        spec, n_samples, batch_size, dtype
+    )
+    _refuse(needed, f"training {spec.name!r} on {n_samples:,} samples")

@@ -34,8 +34,6 @@ BUILTIN_ACTIVATIONS = (
 )
 #: Built-in losses (per sample and output unit; the cost averages over the n samples).
 BUILTIN_LOSSES = ("mse", "log_loss", "cross_entropy")
-OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "newton")
-INIT_SCHEMES = ("normal", "xavier", "he")
 
 #: Stated limits (documented in the README and tested).
 MAX_UNITS = 65_536
@@ -48,14 +46,22 @@ MAX_HESSIAN_PARAMS = 20_000
 #: Newton steps use the exact Hessian up to this many parameters, conjugate gradients above.
 NEWTON_EXACT_MAX = 2_000
 
-_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+#: A name: a letter, then letters, digits or underscores (ASCII). Always used with ``fullmatch``:
+#: ``$`` would also match before a final newline (``"xor\\n"``).
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+#: A YAML path component written bare (others are quoted).
+_BARE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Most digits in an integer of the spec (the largest accepted value, 2**32 - 1, has 10; Python
+#: itself refuses to convert more than 4,300).
+MAX_INT_DIGITS = 100
+_INT_TAG = "tag:yaml.org,2002:int"
 #: Class-like names the generated module defines itself.
 _GENERATED_GLOBALS = {"DivergenceError"}
 _RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) | {"np", "numpy"}
 
 
 def _check_identifier(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise ValueError(
             f"{what} must be a letter followed by letters, digits or underscores, got {value!r}"
         )
@@ -117,6 +123,15 @@ class Init(_Strict):
     seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
 
 
+class Preprocess(BaseModel):
+    """Input preprocessing done by the CLI; its statistics are saved with the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    #: Standardise each input feature with the training data's mean and standard deviation.
+    standardize: bool = False
+
+
 class Spec(_Strict):
     """A validated model spec (see the README for every key)."""
 
@@ -132,6 +147,7 @@ class Spec(_Strict):
     losses: dict[str, str] = Field(default_factory=dict)
     task: Literal["classification", "regression"] | None = None
     description: str = Field(default="", max_length=2000)
+    preprocess: Preprocess = Preprocess()
 
     @field_validator("name")
     @classmethod
@@ -192,6 +208,30 @@ class Spec(_Strict):
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def model_identity(self) -> dict[str, Any]:
+        """What defines the model: the function it computes, its cost and its parameter file.
+
+        The input width, the layers (units, activation, alpha), the custom expressions the
+        layers and the loss use, the loss, the dtype and the task. Not the name, description,
+        optimiser, epochs, regulariser, initialisation or preprocessing: those say how the
+        parameters were trained, so changing them keeps a saved model usable.
+        """
+        used = {layer.activation for layer in self.layers}
+        return {
+            "inputs": self.inputs,
+            "layers": [layer.model_dump(mode="json") for layer in self.layers],
+            "activations": {k: v for k, v in sorted(self.activations.items()) if k in used},
+            "loss": self.loss,
+            "losses": {k: v for k, v in self.losses.items() if k == self.loss},
+            "dtype": self.dtype,
+            "task": "classification" if self.is_classifier else "regression",
+        }
+
+    def model_digest(self) -> str:
+        """A SHA-256 of :meth:`model_identity`: saved models and checkpoints carry it."""
+        text = json.dumps(self.model_identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 # ---------------------------------------------------------------------------------------
 # Loading
@@ -219,6 +259,7 @@ def _check_nodes(node: yaml.Node, path: str = "", depth: int = 0) -> None:
                 raise SpecError(path, f"keys must be plain strings (line {line})")
             key = key_node.value
             child = f"{path}.{_format_loc((key,))}" if path else _format_loc((key,))
+            _check_int(key_node, child)
             if key in seen:
                 raise SpecError(child, f"duplicate key (line {line})")
             seen.add(key)
@@ -226,6 +267,20 @@ def _check_nodes(node: yaml.Node, path: str = "", depth: int = 0) -> None:
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _check_nodes(item, f"{path}[{i}]", depth + 1)
+    else:
+        _check_int(node, path)
+
+
+def _check_int(node: yaml.Node, path: str) -> None:
+    """Refuse an integer too long to be a spec's number (before Python refuses to convert it)."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == _INT_TAG:
+        digits = sum(ch.isdigit() for ch in node.value)
+        if digits > MAX_INT_DIGITS:
+            raise SpecError(
+                path,
+                f"an integer of {digits} digits (line {node.start_mark.line + 1}); "
+                f"at most {MAX_INT_DIGITS} digits are accepted",
+            )
 
 
 def _format_loc(loc: tuple) -> str:
@@ -236,8 +291,8 @@ def _format_loc(loc: tuple) -> str:
             out += f"[{part}]"
         else:
             text = str(part)
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", text):
-                text = ascii(text)
+            if len(text) > 60 or not _BARE_KEY.fullmatch(text):
+                text = ascii(text if len(text) <= 60 else text[:57] + "...")
             out += ("." if out else "") + text
     return out
 
@@ -311,15 +366,25 @@ def _cross_checks(spec: Spec) -> None:
         )
 
 
+def _long_int(value: Any) -> bool:
+    """An integer with more than :data:`MAX_INT_DIGITS` digits (too long even to print)."""
+    return isinstance(value, int) and abs(value) >= 10**MAX_INT_DIGITS
+
+
 def _check_limits(raw: Any) -> None:
-    """Refuse numbers that are not finite anywhere in the document (NaN, inf)."""
+    """Refuse numbers that are not finite (NaN, inf) or absurdly long anywhere in the document."""
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, float) and not math.isfinite(node):
             raise SpecError(path, f"expected a finite number, got {node!r}")
+        if _long_int(node) and not isinstance(node, bool):
+            raise SpecError(
+                path, f"an integer of more than {MAX_INT_DIGITS} digits is not accepted"
+            )
         if isinstance(node, dict):
             for k, v in node.items():
-                walk(v, f"{path}.{k}" if path else str(k))
+                key = "<a long integer>" if _long_int(k) else str(k)
+                walk(v, f"{path}.{key}" if path else key)
         elif isinstance(node, list):
             for i, v in enumerate(node):
                 walk(v, f"{path}[{i}]")
@@ -330,11 +395,13 @@ def _check_limits(raw: Any) -> None:
 def spec_from_dict(raw: Any) -> Spec:
     """Validate plain data (as read from YAML) into a :class:`Spec`."""
     if not isinstance(raw, dict):
-        kind = "empty document" if raw is None else f"a {type(raw).__name__}"
+        names = {bool: "true or false", int: "a number", float: "a number", str: "a string"}
+        kind = "empty document" if raw is None else names.get(type(raw), f"a {type(raw).__name__}")
         raise SpecError("", f"the spec must be a mapping of keys (name, inputs, ...), got {kind}")
     for key in raw:
         if not isinstance(key, str):
-            raise SpecError(str(key), "keys must be strings")
+            shown = "<a long integer>" if _long_int(key) else str(key)
+            raise SpecError(shown, "keys must be strings")
     _check_limits(raw)
     try:
         spec = Spec.model_validate(raw)
@@ -359,9 +426,13 @@ def load_spec(source: str | os.PathLike[str] | dict) -> Spec:
     ):
         path = Path(source)
         try:
-            if path.stat().st_size > MAX_SPEC_BYTES:
+            # Read at most one byte past the limit: the size a special file (/dev/zero, a pipe)
+            # reports says nothing about how much it holds.
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_SPEC_BYTES + 1)
+            if len(data) > MAX_SPEC_BYTES:
                 raise SpecError("", f"{path}: the spec is larger than {MAX_SPEC_BYTES} bytes")
-            text = path.read_text(encoding="utf-8")
+            text = data.decode("utf-8")
         except FileNotFoundError:
             raise SpecError("", f"{path}: no such file") from None
         except IsADirectoryError:
