@@ -171,8 +171,9 @@ def _data(
     targets: list[str] | None,
     limit: int | None = None,
     classes: list[str] | None = None,
+    max_bytes: int | None = None,
 ):
-    from .data import load_data
+    from .data import DEFAULT_MAX_BYTES, load_data
 
     return load_data(
         source,
@@ -182,8 +183,20 @@ def _data(
         dtype=np.dtype(spec.dtype),
         limit=limit,
         classes=classes if spec.is_classifier else None,
+        max_bytes=max_bytes or DEFAULT_MAX_BYTES,
     )
 
+
+MaxBytesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-data-bytes",
+        min=1,
+        help="Refuse a data file larger than this many bytes once decompressed "
+        "[symgrad.data.DEFAULT_MAX_BYTES: 1 GiB].",
+        show_default=False,
+    ),
+]
 
 ClassesOpt = Annotated[
     str | None,
@@ -387,6 +400,7 @@ def train(
         list[str] | None, typer.Option("--target", help="CSV target column (repeatable).")
     ] = None,
     classes: ClassesOpt = None,
+    max_data_bytes: MaxBytesOpt = None,
     standardize: Annotated[
         bool | None,
         typer.Option(
@@ -469,11 +483,11 @@ def train(
                     "preprocess.standardize)"
                 )
             given_classes = _classes_for(s, given_classes, _saved_classes(s, extras, ckpt), ckpt)
-        train_set = _data(s, data, target, limit, given_classes)
+        train_set = _data(s, data, target, limit, given_classes, max_data_bytes)
         if s.is_classifier and train_set.classes is not None:
             given_classes = [str(c) for c in train_set.classes]
             extras["classes"] = np.array(given_classes)
-        val_set = _data(s, val, target, None, given_classes) if val else None
+        val_set = _data(s, val, target, None, given_classes, max_data_bytes) if val else None
         if want and not resume:
             X = train_set.X.astype(np.float64)
             scale = X.std(axis=0)
@@ -695,7 +709,7 @@ def verify(
         raise typer.Exit(1)
 
 
-def _trained(spec: Path, model_path: Path, classes: str | None, data: str, target):
+def _trained(spec: Path, model_path: Path, classes: str | None, data: str, target, max_bytes=None):
     """The spec, the loaded model and DATA, standardised and encoded as the model was trained."""
     from .runtime.loader import load_trainer
 
@@ -705,7 +719,7 @@ def _trained(spec: Path, model_path: Path, classes: str | None, data: str, targe
     _load_model(model, model_path)
     stats = _stats(s, model.extras, model_path)
     saved = _saved_classes(s, model.extras, model_path)
-    ds = _data(s, data, target, None, _classes_for(s, given, saved, model_path))
+    ds = _data(s, data, target, None, _classes_for(s, given, saved, model_path), max_bytes)
     return s, model, ds, _standardize(ds.X, stats)
 
 
@@ -717,11 +731,12 @@ def predict(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="CSV to write.")] = None,
     target: Annotated[list[str] | None, typer.Option("--target")] = None,
     classes: ClassesOpt = None,
+    max_data_bytes: MaxBytesOpt = None,
 ) -> None:
     """Print (or write as CSV) the model's predictions for DATA."""
     if output is not None:
         _check_output("--output", output)
-    s, m, ds, X = _trained(spec, model, classes, data, target)
+    s, m, ds, X = _trained(spec, model, classes, data, target, max_data_bytes)
     pred = m.predict(X)
     pred = pred.reshape(len(X), -1)
     lines = [
@@ -759,10 +774,11 @@ def evaluate(
     data: Annotated[str, typer.Option("--data", help="Data with targets.")],
     target: Annotated[list[str] | None, typer.Option("--target")] = None,
     classes: ClassesOpt = None,
+    max_data_bytes: MaxBytesOpt = None,
     report: ReportOpt = None,
 ) -> None:
     """Loss (and accuracy and confusion matrix for classifiers) of a trained model on DATA."""
-    s, m, ds, X = _trained(spec, model, classes, data, target)
+    s, m, ds, X = _trained(spec, model, classes, data, target, max_data_bytes)
     typer.echo(f"model    {_describe_training(m, model)}")
     typer.echo(f"samples  {len(X)}")
     typer.echo(f"loss     {m.loss(X, ds.Y):.6g}")

@@ -279,3 +279,20 @@ def test_every_readme_cli_command_works_as_written(tmp_path, monkeypatch, capsys
     assert resumed.startswith("already trained for 200 epochs")
     predictions = (tmp_path / "pred.csv").read_text(encoding="utf-8").splitlines()
     assert predictions[0] == "prediction" and len(predictions) == 151
+
+
+def test_max_data_bytes_caps_what_train_and_evaluate_read(work, capsys):
+    size = (work / "train.csv").stat().st_size
+    args = ("train", "spec.yaml", "--data", "train.csv", "--out", "m.npz", "--quiet")
+    code, out, err = _run(capsys, *args, "--max-data-bytes", size - 1)
+    assert code == 2
+    assert err.strip() == (
+        f"symgrad: error: train.csv: file is larger than the data size limit of {size - 1} "
+        "bytes (raise it with max_bytes= or --max-data-bytes)"
+    )
+    assert not (work / "m.npz").exists()
+    code, out, err = _run(capsys, *args, "--max-data-bytes", size)
+    assert code == 0, err
+    evaluate = ("evaluate", "spec.yaml", "--model", "m.npz", "--data", "train.csv")
+    code, out, err = _run(capsys, *evaluate, "--max-data-bytes", 10)
+    assert code == 2 and "larger than the data size limit of 10 bytes" in err
