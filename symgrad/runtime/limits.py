@@ -80,7 +80,10 @@ def training_memory_bytes(
         s * [ (3 + k) P                    # gradient, work vector (not for plain gd/sgd/momentum),
                                            # last good parameters, k optimiser state vectors
             + 2 * sum_l m (4 u_l + 1)      # per batch size (full and last): a, delta, z, scratch
-            + 2 * m (d + K) ]              # per batch size: the buffers shuffled rows go to
+            + 2 * m (d + K)                # per batch size: the buffers shuffled rows go to
+            + 2 n K                        # the epoch's output rows kept for the metrics
+            + 4 c K ]                      # the metrics' work on a chunk of c = min(n, 65,536)
+                                           # rows (gathered targets, the loss's temporaries)
         + 8 n                              # class labels for the accuracy (classifiers)
         + 2 P^2 s                          # Newton with the exact Hessian (P <= 2,000)
 
@@ -98,6 +101,7 @@ def training_memory_bytes(
     sizes = {m, n % m} - {0}
     total = (3 + k) * P * s
     total += sum(_batch_bytes(spec, size, s) + size * (d + K) * s for size in sizes)
+    total += 2 * n * K * s + 4 * min(n, m * max(1, 65536 // m)) * K * s
     if spec.is_classifier:
         total += 8 * n
     if spec.optimizer.name == "newton" and P <= NEWTON_EXACT_MAX:
