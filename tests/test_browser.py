@@ -181,27 +181,72 @@ def test_page_renders(browser, pages, name):
     assert non_white_fraction(shot) > 0.01
 
 
-def test_code_links_both_ways(browser, pages):
-    """Equation -> code and code -> equation links exist (from code generation's citation map)."""
-    from symgrad import codegen
+# Every equation-to-code and code-to-equation link, followed as the browser resolves it.
+LINKS = """() => {
+  const text = el => el ? el.textContent : null;
+  // a code line's own text, without its gutter of links and its number
+  const code = line => {
+    const c = line.cloneNode(true);
+    c.querySelectorAll('.sg-gutter, .sg-ln').forEach(e => e.remove());
+    return c.textContent;
+  };
+  const toCode = [...document.querySelectorAll('a.sg-to-code')].map(a => {
+    const eq = a.closest('.sg-eq');
+    const line = document.getElementById(a.getAttribute('href').slice(1));
+    return {key: eq.dataset.key, tag: text(eq.querySelector('.sg-tag')), line: a.textContent,
+            code: line && line.classList.contains('sg-line') ? code(line) : null};
+  });
+  const toEq = [...document.querySelectorAll('a.sg-to-eq')].map(a => {
+    const line = a.closest('.sg-line');
+    const eq = document.getElementById(a.getAttribute('href').slice(1));
+    return {key: a.title, cite: a.textContent, line: line.id, code: code(line),
+            eqKey: eq && eq.classList.contains('sg-eq') ? eq.dataset.key : null,
+            tag: eq ? text(eq.querySelector('.sg-tag')) : null};
+  });
+  return {toCode, toEq};
+}"""
 
-    if not hasattr(codegen, "generate_with_citations"):
-        pytest.skip(
-            "code generation records no citation map yet "
-            "(symgrad.codegen.generate_with_citations); the page shows the code unlinked"
-        )
-    page, errors = open_page(browser, pages["xor"][0])
+
+def test_code_links_both_ways(browser, pages):
+    """Each equation links to the lines citing it, each "(N)" in the code back to equation N;
+    both come from code generation's citation map (keys), and every one lands."""
+    from symgrad import codegen, derive, load_spec
+
+    path = pages["xor"][0]
+    _, citations = codegen.generate_with_citations(
+        ROOT / "examples" / "xor.yaml", spec_file="examples/xor.yaml"
+    )
+    d = derive(load_spec(ROOT / "examples" / "xor.yaml"))
+    page, errors = open_page(browser, path)
     try:
         info = page.evaluate(PROBE)
+        links = page.evaluate(LINKS)
         first = page.locator("a.sg-to-code").first
         target = first.get_attribute("href")
         first.click()
         landed = page.evaluate("() => location.hash")
+        back = page.locator(f"{target} a.sg-to-eq").first
+        back_target = back.get_attribute("href")
+        back.click()
+        landed_back = page.evaluate("() => location.hash")
     finally:
         page.close()
     assert errors == [] and info["broken"] == []
-    assert info["toCode"] > 0 and info["toEq"] > 0
-    assert landed == target
+    assert landed == target and landed_back == back_target
+    expected = sorted(set(citations))
+    # code -> equation: one link per (line, key) of the map, to that key's equation
+    to_eq = links["toEq"]
+    assert sorted((int(x["line"][1:]), x["key"]) for x in to_eq) == expected
+    for x in to_eq:
+        n = d.eq(x["key"])
+        assert x["eqKey"] == x["key"] and x["tag"] == f"({n})" and x["cite"] == f"({n})"
+        assert f"({n})" in x["code"], x  # the line really prints that number
+    # equation -> code: each equation cited links to exactly its lines
+    to_code = links["toCode"]
+    assert len(to_code) == len(expected) and len({x["key"] for x in to_code}) >= 8
+    assert sorted((int(x["line"].split()[1]), x["key"]) for x in to_code) == expected
+    for x in to_code:
+        assert x["code"] is not None and x["tag"] in x["code"], x
 
 
 def test_probe_sees_a_broken_page(browser, tmp_path):

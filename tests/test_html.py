@@ -10,6 +10,7 @@ import json
 import re
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,6 +23,7 @@ pytest.importorskip("latex2mathml", reason="the HTML printer needs latex2mathml"
 from symgrad import derive, load_spec, load_trainer  # noqa: E402
 from symgrad.cli import main  # noqa: E402
 from symgrad.printers import html as H  # noqa: E402
+from symgrad.printers import latex as L  # noqa: E402
 from symgrad.printers.mathml import (  # noqa: E402
     UnsafeMathML,
     latex_to_mathml,
@@ -94,6 +96,13 @@ def test_sanitize_refuses_foreign_elements_and_attributes():
 def test_aligned_chains_become_tables():
     out = latex_to_mathml(r"\begin{aligned} a &= b \\ &= c \end{aligned}")
     assert "<mtable" in out and "merror" not in out
+
+
+def test_a_row_gap_is_a_plain_row_break():
+    """The LaTeX printer's ``\\\\[1ex]`` before a matrix form: latex2mathml would print "[1ex]"."""
+    out = latex_to_mathml(r"\begin{split}a &= b\\[1ex]" + "\n" + r"C &= d\end{split}")
+    assert out == latex_to_mathml(r"\begin{split}a &= b\\" + "\n" + r"C &= d\end{split}")
+    assert "1ex" not in out and out.count("<mtr>") == 2
 
 
 def test_unsupported_layout_is_an_merror_not_silent():
@@ -189,6 +198,15 @@ def test_training_curve():
     log = training_curve_svg({"loss": [100.0, 1.0, 0.01]})
     assert "cost (log scale)" in log
     assert "no training history" in training_curve_svg({})
+
+
+def test_a_generated_model_shows_its_network_in_jupyter():
+    spec = load_spec(EXAMPLES / "seed002.yaml")
+    svg = load_trainer(spec)._repr_svg_()
+    assert svg == network_svg(spec, id_prefix="seed002-net")
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg" and root.get("id") == "seed002-net"
+    assert len(list(root.iter(f"{SVG}circle"))) == 6
 
 
 def test_draw_command(tmp_path, capsys):
@@ -291,6 +309,36 @@ def test_worked_values_sit_under_their_equations(xor_page):
     n = d.eq("delta.out")
     block = page[page.index(f'id="eq-{n}"') : page.index(f'id="eq-{n + 1}"')]
     assert "Worked example: output delta" in block
+
+
+def test_equations_are_the_latex_printer_s(xor_page):
+    """The page shows what the LaTeX document shows: the same split block, less its tag."""
+    d, page = xor_page
+    document = L.render_latex(d)
+    for eq in d.equations:
+        body = L.equation_latex(d, eq)
+        tagged = "\\begin{equation}\n%s\n\\tag{%d}\n\\end{equation}" % (body, d.eq(eq.key))
+        assert tagged in document
+        assert H.equation_latex(d, eq) == body
+        assert latex_to_mathml(body) in page
+    parts = [p for eq in d.equations for p in eq.prose if not isinstance(p, str)]
+    assert len(parts) > 5
+    for part in parts:
+        assert H.inline_latex(part) == L.inline_latex(part) == L.latex(part)
+    assert not hasattr(H, "_InterimLatex")
+
+
+def test_a_bare_matrix_right_side_gets_a_row_of_its_own():
+    """A matrix form given as its right side alone (not a pair) is still shown, after a gap."""
+    d = derive(load_spec(EXAMPLES / "xor.yaml"))
+    eq = d.equation("forward.2")
+    lhs, rhs = eq.matrix
+    tex = H.equation_latex(d, replace(eq, matrix=rhs))
+    assert tex == H.equation_latex(d, eq).replace(L.latex(lhs) + " &= ", r"&\quad ")
+    assert tex.endswith(
+        "\\\\[1ex]\n" + r"&\quad A^{(1)} W^{(2)\top} + \mathbf{1} b^{(2)}" + "\n" + r"\end{split}"
+    )
+    assert "merror" not in latex_to_mathml(tex)
 
 
 def test_links_come_from_the_citation_map():

@@ -20,6 +20,7 @@ from .._version import __version__
 from ..derivation import Derivation, derive
 from ..derivation import notation as nt
 from ..printers.pylayout import layout
+from ..printers.svg import network_svg
 from ..spec import MAX_HESSIAN_PARAMS, NEWTON_EXACT_MAX, Spec, load_spec
 from .backend import NUMPY, Backend
 from .cite import Citations
@@ -105,12 +106,13 @@ def build_context(
     spec_file: str = "net.yaml",
     backend: Backend = NUMPY,
     optimizer: optimizers.Optimizer | None = None,
+    citations: Citations | None = None,
 ) -> dict:
     """Everything the templates need, printed from the Derivation (``optimizer`` defaults to the
-    registered one the spec names)."""
+    registered one the spec names; ``citations`` to plain ``(N)`` citations)."""
     spec = d.spec
     printer = backend.printer
-    cite = Citations(d)
+    cite = citations if citations is not None else Citations(d)
     opt = optimizer or optimizers.get(spec.optimizer.name)
     L = d.depth
     # which of the output's kernels read z_L decides whether the pass keeps z_L
@@ -163,16 +165,66 @@ def build_context(
         # second-order methods take the regulariser's N where they add its Hessian
         "n_arg": ", n" if reg.hess else "",
         "cite": cite,
+        "network_svg": _text_literal(network_svg(spec, id_prefix=f"{spec.name}-net")),
     }
+
+
+def _text_literal(text: str) -> str:
+    """``text`` as a triple-quoted Python literal that ``ruff format`` leaves alone: printable
+    ASCII and newlines as they are; backslashes, every third quote in a row, a closing quote and
+    every other character escaped."""
+    out: list[str] = []
+    run = 0  # unescaped quotes just written
+    for ch in text:
+        if ch == '"':
+            run += 1
+            if run == 3:
+                out.append('\\"')
+                run = 0
+            else:
+                out.append(ch)
+            continue
+        run = 0
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n" or " " <= ch <= "~":
+            out.append(ch)
+        elif ord(ch) <= 0xFFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    if run:  # a quote right before the closing three
+        out[-1] = '\\"'
+    return '"""' + "".join(out) + '"""'
+
+
+def _spec_and_file(spec: Spec | str | os.PathLike, spec_file: str | None) -> tuple[Spec, str]:
+    if not isinstance(spec, Spec):
+        spec_file = spec_file or Path(spec).as_posix()
+        spec = load_spec(spec)
+    return spec, spec_file or f"{spec.name}.yaml"
 
 
 def generate_source(spec: Spec | str | os.PathLike, spec_file: str | None = None) -> str:
     """The trainer module's source for ``spec`` (a Spec, or a path to a YAML file)."""
-    if not isinstance(spec, Spec):
-        spec_file = spec_file or Path(spec).as_posix()
-        spec = load_spec(spec)
+    spec, spec_file = _spec_and_file(spec, spec_file)
+    return render_source(derive(spec), spec_file)
+
+
+def generate_with_citations(
+    spec: Spec | str | os.PathLike, spec_file: str | None = None
+) -> tuple[str, list[tuple[int, str]]]:
+    """The trainer module's source (byte for byte :func:`generate_source`'s) and its citation
+    map: ``(line, equation key)`` for every "(N)" the module prints, lines counted from 1.
+
+    The map is recorded while the module is rendered (each citation is printed as a marker
+    that is resolved afterwards, see :class:`.cite.Citations`), not found in its text.
+    """
+    spec, spec_file = _spec_and_file(spec, spec_file)
     d = derive(spec)
-    return render_source(d, spec_file or f"{spec.name}.yaml")
+    cite = Citations(d, marked=True)
+    source, _ = render(d, spec_file, citations=cite)
+    return cite.resolve(source)
 
 
 def render(
@@ -180,9 +232,10 @@ def render(
     spec_file: str,
     backend: Backend = NUMPY,
     optimizer: optimizers.Optimizer | None = None,
+    citations: Citations | None = None,
 ) -> tuple[str, dict]:
     """The module's source and the context it was rendered from (tests read its citations)."""
-    context = build_context(d, spec_file, backend, optimizer)
+    context = build_context(d, spec_file, backend, optimizer, citations)
     source = _environment().get_template(TEMPLATE).render(**context)
     check_compiles(source, d.spec.name)  # as rendered, then as laid out
     source = layout(source)

@@ -21,18 +21,16 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from html import escape
 from pathlib import Path
 
 import jinja2
-import sympy as sp
 from markupsafe import Markup
-from sympy.core.function import AppliedUndef
-from sympy.printing.latex import LatexPrinter
 
 from ..derivation import Derivation
+from . import latex as L
 from .mathml import latex_to_mathml
 
 TEMPLATE = "html/page.html.jinja"
@@ -80,95 +78,27 @@ class Results:
 
 
 # ---------------------------------------------------------------------------------------------
-# The IR, read through one adapter (the legacy Derivation holds LaTeX; the new one SymPy)
+# The IR, printed by the LaTeX printer (the page and the PDF show the same formulas)
 
 
 def equation_latex(d: Derivation, eq) -> str:
-    """The display LaTeX of ``eq`` (no number, no environment), as the LaTeX printer prints it."""
-    legacy = getattr(eq, "latex", None)
-    if legacy is not None:
-        return legacy
-    from . import latex as L
+    """The display LaTeX of ``eq`` (no number, no environment), as the LaTeX printer prints it.
 
-    if hasattr(L, "equation_latex"):
+    A matrix form given as a bare right side (not a ``(lhs, rhs)`` pair) is shown on a row of
+    its own after the equation.
+    """
+    matrix = eq.matrix
+    if matrix is None or isinstance(matrix, tuple):
         return L.equation_latex(d, eq)
-    return _interim_equation_latex(eq)
+    body = L.equation_latex(d, replace(eq, matrix=None))
+    end = "\n" + r"\end{split}"
+    assert body.endswith(end), body  # the LaTeX printer's display body is one split block
+    return body[: -len(end)] + r"\\[1ex]" + "\n" + r"&\quad " + L.inline_latex(matrix) + end
 
 
 def inline_latex(expr) -> str:
-    """Inline LaTeX of one SymPy part of the prose (the LaTeX printer's, when it has one)."""
-    from . import latex as L
-
-    if hasattr(L, "inline_latex"):
-        return L.inline_latex(expr)
-    return _InterimLatex().doprint(expr)
-
-
-# An interim printer of the IR with notation.DISPLAY's names, used only while the LaTeX printer
-# has no ``equation_latex``/``inline_latex`` (it is being rewritten from the IR; issue 9).
-class _InterimLatex(LatexPrinter):
-    def _display(self, name: str) -> str | None:
-        from ..derivation import notation
-
-        shown = notation.DISPLAY.get(name)
-        return None if shown is None else shown[0]
-
-    def _print_Symbol(self, expr, style="plain"):
-        return self._display(expr.name) or super()._print_Symbol(expr, style)
-
-    def _print_IndexedBase(self, expr):
-        return self._display(str(expr.label)) or super()._print_IndexedBase(expr)
-
-    def _print_MatrixSymbol(self, expr):
-        return self._display(expr.name) or super()._print_MatrixSymbol(expr)
-
-    def _print_Indexed(self, expr):
-        base = self._print(expr.base)
-        idx = ",".join(self._print(i) for i in expr.indices)
-        # braced, so a power of it is not a double superscript
-        return f"{{{{{base}}}_{{{idx}}}}}" if "_" in base else f"{{{base}_{{{idx}}}}}"
-
-    def _print_Function(self, expr, exp=None):
-        name = type(expr).__name__
-        shown = self._display(name) if isinstance(expr, AppliedUndef) else None
-        if shown is None:
-            return super()._print_Function(expr, exp)
-        args = ", ".join(self._print(a) for a in expr.args)
-        head = shown if exp is None else f"{shown}^{{{exp}}}"
-        return rf"{head}\left({args}\right)"
-
-    def _print_Derivative(self, expr):
-        fn, pairs = expr.expr, expr.variable_count
-        if isinstance(fn, AppliedUndef) and len(pairs) == 1 and fn.args == (pairs[0][0],):
-            shown = self._display(type(fn).__name__) or type(fn).__name__
-            primes = "^{" + r"\prime" * int(pairs[0][1]) + "}"
-            return rf"{shown}{primes}\left({self._print(fn.args[0])}\right)"
-        total = sum(int(n) for _, n in pairs)
-        top = r"\partial" if total == 1 else rf"\partial^{{{total}}}"
-        bottom = r"\,".join(
-            rf"\partial {self._print(v)}" + ("" if n == 1 else f"^{{{n}}}") for v, n in pairs
-        )
-        body = self._print(fn)
-        if isinstance(fn, (sp.Add, sp.Mul)):
-            body = rf"\left({body}\right)"
-        return rf"\frac{{{top}}}{{{bottom}}} {body}"
-
-
-def _interim_equation_latex(eq) -> str:
-    p = _InterimLatex()
-    rel = r"\leftarrow" if eq.relation == "<-" else "="
-    sides = [p.doprint(x) for x in eq.sides]
-    if len(sides) <= 3:
-        body = f" {rel} ".join(sides)
-    else:
-        rows = [f"{sides[0]} &{rel} {sides[1]}"] + [f"&{rel} {x}" for x in sides[2:]]
-        body = r"\begin{aligned}" + r" \\ ".join(rows) + r"\end{aligned}"
-    if isinstance(eq.matrix, tuple) and len(eq.matrix) == 2:
-        lhs, rhs = (p.doprint(x) for x in eq.matrix)
-        body += rf" \qquad {lhs} {rel} {rhs}"
-    elif isinstance(eq.matrix, sp.Basic):  # a bare right side (forward.l in the IR today)
-        body += rf" \qquad {p.doprint(eq.matrix)}"
-    return body
+    """Inline LaTeX of one SymPy part of the prose, as the LaTeX printer prints it."""
+    return L.inline_latex(expr)
 
 
 def parts_html(parts) -> Markup:
@@ -184,13 +114,7 @@ def parts_html(parts) -> Markup:
 
 def prose_html(d: Derivation, eq) -> Markup:
     """The explanation of ``eq``: text escaped, inline maths as MathML."""
-    out: list[str] = []
-    legacy = getattr(eq, "text", None)
-    if legacy is not None:
-        for i, part in enumerate(re.split(r"\\\((.*?)\\\)", legacy)):
-            out.append(latex_to_mathml(part, "inline") if i % 2 else escape(part))
-        return Markup("".join(out))
-    return parts_html(getattr(eq, "prose", ()))
+    return parts_html(eq.prose)
 
 
 # ---------------------------------------------------------------------------------------------

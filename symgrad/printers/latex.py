@@ -333,6 +333,17 @@ def equation_lines(eq: Equation) -> list[tuple[str, bool]]:
     return rows
 
 
+def equation_latex(d: Derivation, eq: Equation) -> str:
+    r"""The display body of ``eq`` as :func:`render_latex` prints it inside ``equation``:
+    the ``split`` block, without ``\tag`` (for other displays, e.g. the HTML page's MathML)."""
+    return equation_block(eq, "split")
+
+
+def inline_latex(expr) -> str:
+    """One SymPy object of the prose as inline LaTeX, with the display names of the equations."""
+    return latex(expr)
+
+
 def equation_block(eq: Equation, env: str = "split") -> str:
     r"""``\begin{env} rows \end{env}``, rows joined by ``\\`` (``\\[1ex]`` before a gap)."""
     out = []

@@ -12,6 +12,7 @@ source), and every text node is escaped by the serializer.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from functools import lru_cache
 from html import escape, unescape
@@ -91,6 +92,10 @@ def error_math(tex: str, why: str, display: str = "block") -> str:
     )
 
 
+#: a row break with extra space, ``\\[1ex]`` (the LaTeX printer's gap before a matrix form)
+_ROW_GAP = re.compile(r"\\\\\[\s*-?[0-9.]+\s*(?:ex|em|pt|mm|cm|in|mu)\s*\]")
+
+
 @lru_cache(maxsize=4096)
 def latex_to_mathml(tex: str, display: str = "block") -> str:
     """MathML (``<math>...</math>``) for one LaTeX formula; ``display`` is block or inline.
@@ -106,6 +111,8 @@ def latex_to_mathml(tex: str, display: str = "block") -> str:
     tex = tex.replace(r"\begin{aligned}", r"\begin{split}").replace(
         r"\end{aligned}", r"\end{split}"
     )
+    # nor a row break's extra space (``\\[1ex]``, which it would print as text): a plain break
+    tex = _ROW_GAP.sub(r"\\\\", tex)
     try:
         tree = convert_to_element(tex, display=display)
     except Exception as exc:  # latex2mathml raises many types on unknown commands

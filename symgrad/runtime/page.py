@@ -18,20 +18,13 @@ from ..spec import Spec, load_spec
 
 
 def code_view(d: Derivation, spec_file: str | None = None) -> CodeView:
-    """The generated trainer of ``d.spec`` and its citation map (line, equation key).
-
-    The map comes from code generation (``symgrad.codegen.generate_with_citations``); while
-    code generation does not record one, the code is shown without links.
-    """
-    from .. import codegen
+    """The generated trainer of ``d.spec`` and its citation map (line, equation key), recorded
+    by code generation while it prints each "(N)" (never found by searching the code)."""
+    from ..codegen import generate_with_citations
 
     spec = d.spec
-    spec_file = spec_file or f"{spec.name}.yaml"
-    with_map = getattr(codegen, "generate_with_citations", None)
-    if with_map is not None:
-        source, citations = with_map(spec, spec_file=spec_file)
-        return CodeView(source, tuple((int(n), str(k)) for n, k in citations), f"{spec.name}.py")
-    return CodeView(codegen.generate_source(spec, spec_file=spec_file), (), f"{spec.name}.py")
+    source, citations = generate_with_citations(spec, spec_file=spec_file or f"{spec.name}.yaml")
+    return CodeView(source, tuple(citations), f"{spec.name}.py")
 
 
 def derivation_page(
