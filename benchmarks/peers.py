@@ -5,6 +5,8 @@ Run from the repository root::
     python -m benchmarks.peers --quick     # smoke run, seconds; writes results/peers_quick.*
     python -m benchmarks.peers             # full run, a few minutes on 2 cores
     python -m benchmarks.peers --generated mypkg.mymod:generated_epoch   # add the generated one
+    python -m benchmarks.peers --generated benchmarks.symgrad_contestant:generated_epoch
+        # symgrad: rows "generated" (fit(track=False)) and "generated fit()" (default metrics)
 
 For every configuration each contestant gets the same data and the same initial parameters
 (seeded NumPy), runs one warm-up epoch, then timed epochs from fresh copies; the table gives the
@@ -225,7 +227,14 @@ class GeneratedContestant(Contestant):
 
 
 def register_generated(generated_epoch: Callable[..., Any]) -> None:
-    """Benchmark ``generated_epoch`` as the contestant "generated"."""
+    """Benchmark ``generated_epoch`` as the contestant "generated", and each of its
+    ``variants`` (an optional dict: suffix -> function of the same signature, e.g. the default
+    ``fit()`` with its metrics beside ``fit(track=False)``) as "generated <suffix>"."""
+    variants = getattr(generated_epoch, "variants", None) or {}
+    for suffix, fn in reversed(list(variants.items())):
+        register_contestant(
+            f"generated {suffix}", lambda net, fn=fn: GeneratedContestant(net, fn), first=True
+        )
     register_contestant(
         "generated", lambda net: GeneratedContestant(net, generated_epoch), first=True
     )

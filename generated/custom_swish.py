@@ -80,7 +80,7 @@ class DivergenceError(FloatingPointError):
 
 
 class _Diverged(Exception):
-    """Raised inside the training loop: batch ``index`` of a run gave a non-finite loss."""
+    """Raised by the metrics of an epoch: its batch ``index`` (from 0) gave a non-finite loss."""
 
     def __init__(self, index, loss):
         super().__init__(index, loss)
@@ -159,6 +159,10 @@ class CustomSwish:
             "W_2": self.W_2,
             "b_2": self.b_2,
         }
+
+    def _repr_svg_(self):
+        """The network drawn from the spec (SVG); Jupyter shows it for the model."""
+        return _NETWORK_SVG
 
     # -- forward -----------------------------------------------------------------------------
     def _check_X(self, X):
@@ -463,9 +467,10 @@ class CustomSwish:
         xg = np.empty((m, 4), dtype=self.dtype)  # shuffled batches are gathered here
         yg = np.empty((m, 1), dtype=self.dtype)
 
-        def run(X, Y_all, labels, order, start, count):
-            """Train on ``count`` batches: rows start + i m ... (of ``order`` when shuffled)."""
-            total, correct = 0.0, 0
+        def run(X, Y_all, kept, order, start, count):
+            """Train on ``count`` batches: rows start + i m ... (of ``order`` when shuffled);
+            with ``kept`` (tracked), each batch's a_2 before its update goes to its rows."""
+            (a_2_rows,) = kept or (None,)
             for i in range(count):
                 lo = start + i * m
                 if order is None:
@@ -475,12 +480,9 @@ class CustomSwish:
                     x, Y = np.take(X, idx, 0, xg), np.take(Y_all, idx, 0, yg)
                 forward(x)
                 if track:
-                    batch_loss = self._loss_sum(a_2, Y)
-                    if not math.isfinite(batch_loss):
-                        raise _Diverged(i, batch_loss)
-                    total += batch_loss
+                    a_2_rows[lo : lo + m] = a_2
                 backward(x, Y)
-                # (40)-(41) RMSProp
+                # (34)-(35) RMSProp
                 np.multiply(opt_sq, 0.9, opt_sq)
                 np.multiply(grad, grad, work_0)
                 np.multiply(work_0, 0.1, work_0)
@@ -490,7 +492,6 @@ class CustomSwish:
                 np.divide(grad, work_0, work_0)
                 np.multiply(work_0, lr, work_0)
                 np.subtract(store, work_0, store)
-            return total, correct
 
         return run
 
@@ -522,9 +523,13 @@ class CustomSwish:
         of samples of X. ``shuffle=False`` visits the samples in the order given; otherwise one
         permutation per epoch from a generator keyed by (seed, epoch). ``callback(epoch,
         history)`` runs after each epoch; returning False stops training.
-        History: ``loss`` (mean over the epoch's batches, before each update),
-        and ``val_loss`` with validation data. ``track=False``
-        skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
+        History: ``loss`` (the cost over the epoch's samples, each batch's loss taken before its
+        update, plus the regulariser at the epoch's end), and ``val_loss``
+        with validation data. Tracking copies each batch's output rows aside and computes the
+        metrics once per epoch; a NaN or inf loss names the first batch it came from. With or
+        without tracking, a diverged epoch (NaN or inf) raises DivergenceError and restores the
+        parameters of the epoch's start. ``track=False`` skips the metrics (the parameters are
+        still checked once per epoch).
         """
         X = np.ascontiguousarray(self._check_X(X))
         Y = np.ascontiguousarray(self._check_Y(X, Y))
@@ -544,8 +549,12 @@ class CustomSwish:
             plan.append((self._runner(m, n, track), 0, full))
         if rest:
             plan.append((self._runner(rest, n, track), full * m, 1))
+        # tracked: the epoch's rows of what the metrics read, each written by its batch's
+        # forward pass before its update; the metrics are computed from them once per epoch
+        kept = self._kept_rows(n) if track else None
         store = self._store
         good = store.copy()
+        batches = full + (1 if rest else 0)
         # NaN or inf is caught explicitly (a DivergenceError), so NumPy stays quiet meanwhile
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for _ in range(epochs):
@@ -553,21 +562,18 @@ class CustomSwish:
                 order = None
                 if shuffle:
                     order = np.random.default_rng((self.seed, self.epochs_done)).permutation(n)
-                total, correct, done = 0.0, 0, 0
-                try:
-                    for run, start, count in plan:
-                        t, c = run(X, Y, labels, order, start, count)
-                        total += t
-                        correct += c
-                        done += count
-                except _Diverged as exc:
-                    where = f"batch {done + exc.index + 1}: the loss became {exc.loss}"
-                    self._diverged(good, where)
+                for run, start, count in plan:
+                    run(X, Y, kept, order, start, count)
+                if track:
+                    try:
+                        total, correct = self._metrics(kept, Y, labels, order, m)
+                    except _Diverged as exc:
+                        self._diverged(good, f"batch {exc.index + 1}: the loss became {exc.loss}")
                 if not np.isfinite(store).all():
                     where = (
-                        f"batch {done} (the epoch's last update)"
+                        f"batch {batches} (the epoch's last update)"
                         if track
-                        else f"one of its {done} batches"
+                        else f"one of its {batches} batches"
                     )
                     self._diverged(good, f"{where}: a parameter became NaN or inf")
                 self.epochs_done += 1
@@ -587,6 +593,38 @@ class CustomSwish:
         if run is None:
             run = self._steps[key] = self._make_runner(m, n, track)
         return run
+
+    def _kept_rows(self, n):
+        """Rows for n samples of a_2 (what the metrics read), kept between fits."""
+        kept = self._scratch.get("kept")
+        if kept is None or kept[0].shape[0] != n:
+            shape = (n, 1)
+            kept = tuple(np.empty(shape, dtype=self.dtype) for _ in range(1))
+            self._scratch["kept"] = kept
+        return kept
+
+    def _metrics(self, kept, Y, labels, order, m):
+        """The epoch's loss summed over its samples,
+        from ``kept`` (a_2 of each batch before its update, in the order visited),
+        in chunks of whole batches of m. Raises _Diverged for the first batch whose loss is NaN
+        or inf."""
+        n = Y.shape[0]
+        step = m * max(1, 65536 // m)
+        total, correct = 0.0, 0
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            rows = [k[lo:hi] for k in kept]
+            Yc = Y[lo:hi] if order is None else Y[order[lo:hi]]
+            s = self._loss_sum(*rows[:1], Yc)
+            if not math.isfinite(s):
+                for b in range(0, hi - lo, m):  # the first batch whose loss is NaN or inf
+                    part = [r[b : b + m] for r in rows]
+                    s = self._loss_sum(*part[:1], Yc[b : b + m])
+                    if not math.isfinite(s):
+                        break
+                raise _Diverged((lo + b) // m, s)
+            total += s
+        return total, correct
 
     def _diverged(self, good, what):
         np.copyto(self._store, good)
@@ -901,3 +939,71 @@ class CustomSwish:
             raise ValueError(f"{where}: {len(data)} bytes of data where the header declares {size}")
         value = np.frombuffer(data, dtype=dtype, count=count)
         return value.reshape(shape, order="F" if fortran else "C").copy()
+
+
+#: The network drawn from the spec by symgrad (``symgrad draw``), returned by ``_repr_svg_``.
+_NETWORK_SVG = """<svg xmlns="http://www.w3.org/2000/svg" id="custom_swish-net" class="sg-network" width="460" height="646" viewBox="0 0 460 646" role="img" aria-labelledby="custom_swish-net-title">
+<title id="custom_swish-net-title">The custom_swish network: 4-8-1 (swish, identity)</title>
+<style>.sg-node{fill:#fff;stroke:#334;stroke-width:1.5}.sg-in{fill:#eef4ff}.sg-out{fill:#fff4e8}.sg-edge{stroke:#8892a6;stroke-width:1}.sg-box{fill:#f6f7fb;stroke:#334;stroke-width:1.5}.sg-t{font:13px sans-serif;fill:#223;text-anchor:middle}.sg-s{font:11px sans-serif;fill:#445;text-anchor:middle}.sg-w{font:11px sans-serif;fill:#1f4e9c;text-anchor:middle;paint-order:stroke;stroke:#fff;stroke-width:3px}</style>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="81"><title>W\u2081\u2085 = w\u207d\u00b9\u207e\u2081\u2081: node 1 to node 5</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="81"><title>W\u2082\u2085 = w\u207d\u00b9\u207e\u2081\u2082: node 2 to node 5</title></line>
+<line class="sg-edge" x1="77" y1="361" x2="213" y2="81"><title>W\u2083\u2085 = w\u207d\u00b9\u207e\u2081\u2083: node 3 to node 5</title></line>
+<line class="sg-edge" x1="77" y1="431" x2="213" y2="81"><title>W\u2084\u2085 = w\u207d\u00b9\u207e\u2081\u2084: node 4 to node 5</title></line>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="151"><title>W\u2081\u2086 = w\u207d\u00b9\u207e\u2082\u2081: node 1 to node 6</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="151"><title>W\u2082\u2086 = w\u207d\u00b9\u207e\u2082\u2082: node 2 to node 6</title></line>
+<line class="sg-edge" x1="77" y1="361" x2="213" y2="151"><title>W\u2083\u2086 = w\u207d\u00b9\u207e\u2082\u2083: node 3 to node 6</title></line>
+<line class="sg-edge" x1="77" y1="431" x2="213" y2="151"><title>W\u2084\u2086 = w\u207d\u00b9\u207e\u2082\u2084: node 4 to node 6</title></line>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="221"><title>W\u2081\u2087 = w\u207d\u00b9\u207e\u2083\u2081: node 1 to node 7</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="221"><title>W\u2082\u2087 = w\u207d\u00b9\u207e\u2083\u2082: node 2 to node 7</title></line>
+<line class="sg-edge" x1="77" y1="361" x2="213" y2="221"><title>W\u2083\u2087 = w\u207d\u00b9\u207e\u2083\u2083: node 3 to node 7</title></line>
+<line class="sg-edge" x1="77" y1="431" x2="213" y2="221"><title>W\u2084\u2087 = w\u207d\u00b9\u207e\u2083\u2084: node 4 to node 7</title></line>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="291"><title>W\u2081\u2088 = w\u207d\u00b9\u207e\u2084\u2081: node 1 to node 8</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="291"><title>W\u2082\u2088 = w\u207d\u00b9\u207e\u2084\u2082: node 2 to node 8</title></line>
+<line class="sg-edge" x1="77" y1="361" x2="213" y2="291"><title>W\u2083\u2088 = w\u207d\u00b9\u207e\u2084\u2083: node 3 to node 8</title></line>
+<line class="sg-edge" x1="77" y1="431" x2="213" y2="291"><title>W\u2084\u2088 = w\u207d\u00b9\u207e\u2084\u2084: node 4 to node 8</title></line>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="361"><title>W\u2081\u2089 = w\u207d\u00b9\u207e\u2085\u2081: node 1 to node 9</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="361"><title>W\u2082\u2089 = w\u207d\u00b9\u207e\u2085\u2082: node 2 to node 9</title></line>
+<line class="sg-edge" x1="77" y1="361" x2="213" y2="361"><title>W\u2083\u2089 = w\u207d\u00b9\u207e\u2085\u2083: node 3 to node 9</title></line>
+<line class="sg-edge" x1="77" y1="431" x2="213" y2="361"><title>W\u2084\u2089 = w\u207d\u00b9\u207e\u2085\u2084: node 4 to node 9</title></line>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="431"><title>W\u2081\u2081\u2080 = w\u207d\u00b9\u207e\u2086\u2081: node 1 to node 10</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="431"><title>W\u2082\u2081\u2080 = w\u207d\u00b9\u207e\u2086\u2082: node 2 to node 10</title></line>
+<line class="sg-edge" x1="77" y1="361" x2="213" y2="431"><title>W\u2083\u2081\u2080 = w\u207d\u00b9\u207e\u2086\u2083: node 3 to node 10</title></line>
+<line class="sg-edge" x1="77" y1="431" x2="213" y2="431"><title>W\u2084\u2081\u2080 = w\u207d\u00b9\u207e\u2086\u2084: node 4 to node 10</title></line>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="501"><title>W\u2081\u2081\u2081 = w\u207d\u00b9\u207e\u2087\u2081: node 1 to node 11</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="501"><title>W\u2082\u2081\u2081 = w\u207d\u00b9\u207e\u2087\u2082: node 2 to node 11</title></line>
+<line class="sg-edge" x1="77" y1="361" x2="213" y2="501"><title>W\u2083\u2081\u2081 = w\u207d\u00b9\u207e\u2087\u2083: node 3 to node 11</title></line>
+<line class="sg-edge" x1="77" y1="431" x2="213" y2="501"><title>W\u2084\u2081\u2081 = w\u207d\u00b9\u207e\u2087\u2084: node 4 to node 11</title></line>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="571"><title>W\u2081\u2081\u2082 = w\u207d\u00b9\u207e\u2088\u2081: node 1 to node 12</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="571"><title>W\u2082\u2081\u2082 = w\u207d\u00b9\u207e\u2088\u2082: node 2 to node 12</title></line>
+<line class="sg-edge" x1="77" y1="361" x2="213" y2="571"><title>W\u2083\u2081\u2082 = w\u207d\u00b9\u207e\u2088\u2083: node 3 to node 12</title></line>
+<line class="sg-edge" x1="77" y1="431" x2="213" y2="571"><title>W\u2084\u2081\u2082 = w\u207d\u00b9\u207e\u2088\u2084: node 4 to node 12</title></line>
+<line class="sg-edge" x1="247" y1="81" x2="383" y2="326"><title>W\u2085\u2081\u2083 = w\u207d\u00b2\u207e\u2081\u2081: node 5 to node 13</title></line>
+<line class="sg-edge" x1="247" y1="151" x2="383" y2="326"><title>W\u2086\u2081\u2083 = w\u207d\u00b2\u207e\u2081\u2082: node 6 to node 13</title></line>
+<line class="sg-edge" x1="247" y1="221" x2="383" y2="326"><title>W\u2087\u2081\u2083 = w\u207d\u00b2\u207e\u2081\u2083: node 7 to node 13</title></line>
+<line class="sg-edge" x1="247" y1="291" x2="383" y2="326"><title>W\u2088\u2081\u2083 = w\u207d\u00b2\u207e\u2081\u2084: node 8 to node 13</title></line>
+<line class="sg-edge" x1="247" y1="361" x2="383" y2="326"><title>W\u2089\u2081\u2083 = w\u207d\u00b2\u207e\u2081\u2085: node 9 to node 13</title></line>
+<line class="sg-edge" x1="247" y1="431" x2="383" y2="326"><title>W\u2081\u2080\u2081\u2083 = w\u207d\u00b2\u207e\u2081\u2086: node 10 to node 13</title></line>
+<line class="sg-edge" x1="247" y1="501" x2="383" y2="326"><title>W\u2081\u2081\u2081\u2083 = w\u207d\u00b2\u207e\u2081\u2087: node 11 to node 13</title></line>
+<line class="sg-edge" x1="247" y1="571" x2="383" y2="326"><title>W\u2081\u2082\u2081\u2083 = w\u207d\u00b2\u207e\u2081\u2088: node 12 to node 13</title></line>
+<g class="sg-unit"><title>node 1: x\u2081</title><circle class="sg-node sg-in" cx="60" cy="221" r="17"/><text class="sg-t" x="60" y="225.5">1</text></g>
+<g class="sg-unit"><title>node 2: x\u2082</title><circle class="sg-node sg-in" cx="60" cy="291" r="17"/><text class="sg-t" x="60" y="295.5">2</text></g>
+<g class="sg-unit"><title>node 3: x\u2083</title><circle class="sg-node sg-in" cx="60" cy="361" r="17"/><text class="sg-t" x="60" y="365.5">3</text></g>
+<g class="sg-unit"><title>node 4: x\u2084</title><circle class="sg-node sg-in" cx="60" cy="431" r="17"/><text class="sg-t" x="60" y="435.5">4</text></g>
+<text class="sg-t" x="60" y="20">input</text>
+<text class="sg-s" x="60" y="35">x</text>
+<g class="sg-unit"><title>node 5: a\u207d\u00b9\u207e\u2081</title><circle class="sg-node" cx="230" cy="81" r="17"/><text class="sg-t" x="230" y="85.5">5</text></g>
+<g class="sg-unit"><title>node 6: a\u207d\u00b9\u207e\u2082</title><circle class="sg-node" cx="230" cy="151" r="17"/><text class="sg-t" x="230" y="155.5">6</text></g>
+<g class="sg-unit"><title>node 7: a\u207d\u00b9\u207e\u2083</title><circle class="sg-node" cx="230" cy="221" r="17"/><text class="sg-t" x="230" y="225.5">7</text></g>
+<g class="sg-unit"><title>node 8: a\u207d\u00b9\u207e\u2084</title><circle class="sg-node" cx="230" cy="291" r="17"/><text class="sg-t" x="230" y="295.5">8</text></g>
+<g class="sg-unit"><title>node 9: a\u207d\u00b9\u207e\u2085</title><circle class="sg-node" cx="230" cy="361" r="17"/><text class="sg-t" x="230" y="365.5">9</text></g>
+<g class="sg-unit"><title>node 10: a\u207d\u00b9\u207e\u2086</title><circle class="sg-node" cx="230" cy="431" r="17"/><text class="sg-t" x="230" y="435.5">10</text></g>
+<g class="sg-unit"><title>node 11: a\u207d\u00b9\u207e\u2087</title><circle class="sg-node" cx="230" cy="501" r="17"/><text class="sg-t" x="230" y="505.5">11</text></g>
+<g class="sg-unit"><title>node 12: a\u207d\u00b9\u207e\u2088</title><circle class="sg-node" cx="230" cy="571" r="17"/><text class="sg-t" x="230" y="575.5">12</text></g>
+<text class="sg-t" x="230" y="20">layer 1</text>
+<text class="sg-s" x="230" y="35">swish</text>
+<g class="sg-unit"><title>node 13: a\u207d\u00b2\u207e\u2081</title><circle class="sg-node sg-out" cx="400" cy="326" r="17"/><text class="sg-t" x="400" y="330.5">13</text></g>
+<text class="sg-t" x="400" y="20">output</text>
+<text class="sg-s" x="400" y="35">identity</text>
+<text class="sg-s" x="230" y="636">W\u1d62\u2c7c: the weight from node i to node j (seed 002); biases not drawn</text>
+</svg>
+"""

@@ -77,7 +77,7 @@ class DivergenceError(FloatingPointError):
 
 
 class _Diverged(Exception):
-    """Raised inside the training loop: batch ``index`` of a run gave a non-finite loss."""
+    """Raised by the metrics of an epoch: its batch ``index`` (from 0) gave a non-finite loss."""
 
     def __init__(self, index, loss):
         super().__init__(index, loss)
@@ -149,6 +149,10 @@ class DiabetesLinear:
             "W_1": self.W_1,
             "b_1": self.b_1,
         }
+
+    def _repr_svg_(self):
+        """The network drawn from the spec (SVG); Jupyter shows it for the model."""
+        return _NETWORK_SVG
 
     # -- forward -----------------------------------------------------------------------------
     def _check_X(self, X):
@@ -333,7 +337,7 @@ class DiabetesLinear:
     # -- training ----------------------------------------------------------------------------
     def newton_direction(self, X, Y, grad=None, damping=0.0):
         """Solve (H + damping I) p = grad (22) up to NEWTON_EXACT_MAX parameters, by
-        conjugate gradients (24) on Hessian-vector products above.
+        conjugate gradients (25) on Hessian-vector products above.
 
         Public parameter order; ``theta - learning_rate * p`` is the Newton step; ``grad``
         defaults to the gradient.
@@ -389,9 +393,10 @@ class DiabetesLinear:
         xg = np.empty((m, 10), dtype=self.dtype)  # shuffled batches are gathered here
         yg = np.empty((m, 1), dtype=self.dtype)
 
-        def run(X, Y_all, labels, order, start, count):
-            """Train on ``count`` batches: rows start + i m ... (of ``order`` when shuffled)."""
-            total, correct = 0.0, 0
+        def run(X, Y_all, kept, order, start, count):
+            """Train on ``count`` batches: rows start + i m ... (of ``order`` when shuffled);
+            with ``kept`` (tracked), each batch's a_1 before its update goes to its rows."""
+            (a_1_rows,) = kept or (None,)
             for i in range(count):
                 lo = start + i * m
                 if order is None:
@@ -401,16 +406,12 @@ class DiabetesLinear:
                     x, Y = np.take(X, idx, 0, xg), np.take(Y_all, idx, 0, yg)
                 forward(x)
                 if track:
-                    batch_loss = self._loss_sum(a_1, Y)
-                    if not math.isfinite(batch_loss):
-                        raise _Diverged(i, batch_loss)
-                    total += batch_loss
+                    a_1_rows[lo : lo + m] = a_1
                 grad = self._gradient(x, Y)
                 p = self.newton_direction(x, Y, self._public(grad))[_PUBLIC]
                 # (21) damped Newton's method
                 np.multiply(p, lr, work_0)
                 np.subtract(store, work_0, store)
-            return total, correct
 
         return run
 
@@ -440,9 +441,13 @@ class DiabetesLinear:
         of samples of X. ``shuffle=False`` visits the samples in the order given; otherwise one
         permutation per epoch from a generator keyed by (seed, epoch). ``callback(epoch,
         history)`` runs after each epoch; returning False stops training.
-        History: ``loss`` (mean over the epoch's batches, before each update),
-        and ``val_loss`` with validation data. ``track=False``
-        skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
+        History: ``loss`` (the cost over the epoch's samples, each batch's loss taken before its
+        update, plus the regulariser at the epoch's end), and ``val_loss``
+        with validation data. Tracking copies each batch's output rows aside and computes the
+        metrics once per epoch; a NaN or inf loss names the first batch it came from. With or
+        without tracking, a diverged epoch (NaN or inf) raises DivergenceError and restores the
+        parameters of the epoch's start. ``track=False`` skips the metrics (the parameters are
+        still checked once per epoch).
         """
         X = np.ascontiguousarray(self._check_X(X))
         Y = np.ascontiguousarray(self._check_Y(X, Y))
@@ -462,8 +467,12 @@ class DiabetesLinear:
             plan.append((self._runner(m, n, track), 0, full))
         if rest:
             plan.append((self._runner(rest, n, track), full * m, 1))
+        # tracked: the epoch's rows of what the metrics read, each written by its batch's
+        # forward pass before its update; the metrics are computed from them once per epoch
+        kept = self._kept_rows(n) if track else None
         store = self._store
         good = store.copy()
+        batches = full + (1 if rest else 0)
         # NaN or inf is caught explicitly (a DivergenceError), so NumPy stays quiet meanwhile
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for _ in range(epochs):
@@ -471,21 +480,18 @@ class DiabetesLinear:
                 order = None
                 if shuffle:
                     order = np.random.default_rng((self.seed, self.epochs_done)).permutation(n)
-                total, correct, done = 0.0, 0, 0
-                try:
-                    for run, start, count in plan:
-                        t, c = run(X, Y, labels, order, start, count)
-                        total += t
-                        correct += c
-                        done += count
-                except _Diverged as exc:
-                    where = f"batch {done + exc.index + 1}: the loss became {exc.loss}"
-                    self._diverged(good, where)
+                for run, start, count in plan:
+                    run(X, Y, kept, order, start, count)
+                if track:
+                    try:
+                        total, correct = self._metrics(kept, Y, labels, order, m)
+                    except _Diverged as exc:
+                        self._diverged(good, f"batch {exc.index + 1}: the loss became {exc.loss}")
                 if not np.isfinite(store).all():
                     where = (
-                        f"batch {done} (the epoch's last update)"
+                        f"batch {batches} (the epoch's last update)"
                         if track
-                        else f"one of its {done} batches"
+                        else f"one of its {batches} batches"
                     )
                     self._diverged(good, f"{where}: a parameter became NaN or inf")
                 self.epochs_done += 1
@@ -505,6 +511,38 @@ class DiabetesLinear:
         if run is None:
             run = self._steps[key] = self._make_runner(m, n, track)
         return run
+
+    def _kept_rows(self, n):
+        """Rows for n samples of a_1 (what the metrics read), kept between fits."""
+        kept = self._scratch.get("kept")
+        if kept is None or kept[0].shape[0] != n:
+            shape = (n, 1)
+            kept = tuple(np.empty(shape, dtype=self.dtype) for _ in range(1))
+            self._scratch["kept"] = kept
+        return kept
+
+    def _metrics(self, kept, Y, labels, order, m):
+        """The epoch's loss summed over its samples,
+        from ``kept`` (a_1 of each batch before its update, in the order visited),
+        in chunks of whole batches of m. Raises _Diverged for the first batch whose loss is NaN
+        or inf."""
+        n = Y.shape[0]
+        step = m * max(1, 65536 // m)
+        total, correct = 0.0, 0
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            rows = [k[lo:hi] for k in kept]
+            Yc = Y[lo:hi] if order is None else Y[order[lo:hi]]
+            s = self._loss_sum(*rows[:1], Yc)
+            if not math.isfinite(s):
+                for b in range(0, hi - lo, m):  # the first batch whose loss is NaN or inf
+                    part = [r[b : b + m] for r in rows]
+                    s = self._loss_sum(*part[:1], Yc[b : b + m])
+                    if not math.isfinite(s):
+                        break
+                raise _Diverged((lo + b) // m, s)
+            total += s
+        return total, correct
 
     def _diverged(self, good, what):
         np.copyto(self._store, good)
@@ -819,3 +857,23 @@ class DiabetesLinear:
             raise ValueError(f"{where}: {len(data)} bytes of data where the header declares {size}")
         value = np.frombuffer(data, dtype=dtype, count=count)
         return value.reshape(shape, order="F" if fortran else "C").copy()
+
+
+#: The network drawn from the spec by symgrad (``symgrad draw``), returned by ``_repr_svg_``.
+_NETWORK_SVG = """<svg xmlns="http://www.w3.org/2000/svg" id="diabetes_linear-net" class="sg-network" width="364" height="290" viewBox="0 0 364 290" role="img" aria-labelledby="diabetes_linear-net-title">
+<title id="diabetes_linear-net-title">The diabetes_linear network: 10-1 (identity)</title>
+<style>.sg-node{fill:#fff;stroke:#334;stroke-width:1.5}.sg-in{fill:#eef4ff}.sg-out{fill:#fff4e8}.sg-edge{stroke:#8892a6;stroke-width:1}.sg-box{fill:#f6f7fb;stroke:#334;stroke-width:1.5}.sg-t{font:13px sans-serif;fill:#223;text-anchor:middle}.sg-s{font:11px sans-serif;fill:#445;text-anchor:middle}.sg-w{font:11px sans-serif;fill:#1f4e9c;text-anchor:middle;paint-order:stroke;stroke:#fff;stroke-width:3px}</style>
+<defs><marker id="diabetes_linear-net-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#556"/></marker></defs>
+<rect class="sg-box sg-in" x="20" y="40" width="110" height="200" rx="6"/>
+<text class="sg-t" x="75" y="138">10</text>
+<text class="sg-s" x="75" y="154">x</text>
+<text class="sg-t" x="75" y="26">input</text>
+<rect class="sg-box sg-out" x="234" y="98.3" width="110" height="83.4" rx="6"/>
+<text class="sg-t" x="289" y="138">1</text>
+<text class="sg-s" x="289" y="154">identity</text>
+<text class="sg-t" x="289" y="26">output</text>
+<line class="sg-edge" x1="134" y1="140" x2="230" y2="140" marker-end="url(#diabetes_linear-net-arrow)"/>
+<text class="sg-w" x="182" y="132">W\u207d\u00b9\u207e 1\u00d710</text>
+<text class="sg-s" x="182" y="278">11 parameters</text>
+</svg>
+"""

@@ -89,7 +89,7 @@ class DivergenceError(FloatingPointError):
 
 
 class _Diverged(Exception):
-    """Raised inside the training loop: batch ``index`` of a run gave a non-finite loss."""
+    """Raised by the metrics of an epoch: its batch ``index`` (from 0) gave a non-finite loss."""
 
     def __init__(self, index, loss):
         super().__init__(index, loss)
@@ -161,6 +161,10 @@ class SoftmaxIris:
             "W_1": self.W_1,
             "b_1": self.b_1,
         }
+
+    def _repr_svg_(self):
+        """The network drawn from the spec (SVG); Jupyter shows it for the model."""
+        return _NETWORK_SVG
 
     # -- forward -----------------------------------------------------------------------------
     def _check_X(self, X):
@@ -377,9 +381,10 @@ class SoftmaxIris:
         xg = np.empty((m, 4), dtype=self.dtype)  # shuffled batches are gathered here
         yg = np.empty((m, 3), dtype=self.dtype)
 
-        def run(X, Y_all, labels, order, start, count):
-            """Train on ``count`` batches: rows start + i m ... (of ``order`` when shuffled)."""
-            total, correct = 0.0, 0
+        def run(X, Y_all, kept, order, start, count):
+            """Train on ``count`` batches: rows start + i m ... (of ``order`` when shuffled);
+            with ``kept`` (tracked), each batch's z_1, a_1 before its update goes to its rows."""
+            z_1_rows, a_1_rows = kept or (None, None)
             for i in range(count):
                 lo = start + i * m
                 if order is None:
@@ -389,16 +394,11 @@ class SoftmaxIris:
                     x, Y = np.take(X, idx, 0, xg), np.take(Y_all, idx, 0, yg)
                 forward(x)
                 if track:
-                    batch_loss = self._loss_sum(z_1, Y)
-                    if not math.isfinite(batch_loss):
-                        raise _Diverged(i, batch_loss)
-                    total += batch_loss
-                    lab = labels[lo : lo + m] if order is None else labels[idx]
-                    correct += int(np.count_nonzero(self._predicted(a_1) == lab))
+                    z_1_rows[lo : lo + m] = z_1
+                    a_1_rows[lo : lo + m] = a_1
                 backward(x, Y)
-                # (29) full-batch gradient descent
+                # (23) full-batch gradient descent
                 np.subtract(store, grad, store)
-            return total, correct
 
         return run
 
@@ -428,9 +428,13 @@ class SoftmaxIris:
         of samples of X. ``shuffle=False`` visits the samples in the order given; otherwise one
         permutation per epoch from a generator keyed by (seed, epoch). ``callback(epoch,
         history)`` runs after each epoch; returning False stops training.
-        History: ``loss`` (mean over the epoch's batches, before each update) and ``accuracy``,
-        and ``val_loss``/``val_accuracy`` with validation data. ``track=False``
-        skips the per-batch metrics (and checks for divergence once per epoch instead of per batch).
+        History: ``loss`` (the cost over the epoch's samples, each batch's loss taken before its
+        update, plus the regulariser at the epoch's end) and ``accuracy``, and ``val_loss``/``val_accuracy``
+        with validation data. Tracking copies each batch's output rows aside and computes the
+        metrics once per epoch; a NaN or inf loss names the first batch it came from. With or
+        without tracking, a diverged epoch (NaN or inf) raises DivergenceError and restores the
+        parameters of the epoch's start. ``track=False`` skips the metrics (the parameters are
+        still checked once per epoch).
         """
         X = np.ascontiguousarray(self._check_X(X))
         Y = np.ascontiguousarray(self._check_Y(X, Y))
@@ -451,8 +455,12 @@ class SoftmaxIris:
             plan.append((self._runner(m, n, track), 0, full))
         if rest:
             plan.append((self._runner(rest, n, track), full * m, 1))
+        # tracked: the epoch's rows of what the metrics read, each written by its batch's
+        # forward pass before its update; the metrics are computed from them once per epoch
+        kept = self._kept_rows(n) if track else None
         store = self._store
         good = store.copy()
+        batches = full + (1 if rest else 0)
         # NaN or inf is caught explicitly (a DivergenceError), so NumPy stays quiet meanwhile
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for _ in range(epochs):
@@ -460,21 +468,18 @@ class SoftmaxIris:
                 order = None
                 if shuffle:
                     order = np.random.default_rng((self.seed, self.epochs_done)).permutation(n)
-                total, correct, done = 0.0, 0, 0
-                try:
-                    for run, start, count in plan:
-                        t, c = run(X, Y, labels, order, start, count)
-                        total += t
-                        correct += c
-                        done += count
-                except _Diverged as exc:
-                    where = f"batch {done + exc.index + 1}: the loss became {exc.loss}"
-                    self._diverged(good, where)
+                for run, start, count in plan:
+                    run(X, Y, kept, order, start, count)
+                if track:
+                    try:
+                        total, correct = self._metrics(kept, Y, labels, order, m)
+                    except _Diverged as exc:
+                        self._diverged(good, f"batch {exc.index + 1}: the loss became {exc.loss}")
                 if not np.isfinite(store).all():
                     where = (
-                        f"batch {done} (the epoch's last update)"
+                        f"batch {batches} (the epoch's last update)"
                         if track
-                        else f"one of its {done} batches"
+                        else f"one of its {batches} batches"
                     )
                     self._diverged(good, f"{where}: a parameter became NaN or inf")
                 self.epochs_done += 1
@@ -496,6 +501,40 @@ class SoftmaxIris:
         if run is None:
             run = self._steps[key] = self._make_runner(m, n, track)
         return run
+
+    def _kept_rows(self, n):
+        """Rows for n samples of z_1, a_1 (what the metrics read), kept between fits."""
+        kept = self._scratch.get("kept")
+        if kept is None or kept[0].shape[0] != n:
+            shape = (n, 3)
+            kept = tuple(np.empty(shape, dtype=self.dtype) for _ in range(2))
+            self._scratch["kept"] = kept
+        return kept
+
+    def _metrics(self, kept, Y, labels, order, m):
+        """The epoch's loss summed over its samples and its count of correct predictions,
+        from ``kept`` (z_1, a_1 of each batch before its update, in the order visited),
+        in chunks of whole batches of m. Raises _Diverged for the first batch whose loss is NaN
+        or inf."""
+        n = Y.shape[0]
+        step = m * max(1, 65536 // m)
+        total, correct = 0.0, 0
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            rows = [k[lo:hi] for k in kept]
+            Yc = Y[lo:hi] if order is None else Y[order[lo:hi]]
+            s = self._loss_sum(*rows[:1], Yc)
+            if not math.isfinite(s):
+                for b in range(0, hi - lo, m):  # the first batch whose loss is NaN or inf
+                    part = [r[b : b + m] for r in rows]
+                    s = self._loss_sum(*part[:1], Yc[b : b + m])
+                    if not math.isfinite(s):
+                        break
+                raise _Diverged((lo + b) // m, s)
+            total += s
+            lab = labels[lo:hi] if order is None else labels[order[lo:hi]]
+            correct += int(np.count_nonzero(self._predicted(rows[-1]) == lab))
+        return total, correct
 
     def _diverged(self, good, what):
         np.copyto(self._store, good)
@@ -810,3 +849,47 @@ class SoftmaxIris:
             raise ValueError(f"{where}: {len(data)} bytes of data where the header declares {size}")
         value = np.frombuffer(data, dtype=dtype, count=count)
         return value.reshape(shape, order="F" if fortran else "C").copy()
+
+
+#: The network drawn from the spec by symgrad (``symgrad draw``), returned by ``_repr_svg_``.
+_NETWORK_SVG = """<svg xmlns="http://www.w3.org/2000/svg" id="softmax_iris-net" class="sg-network" width="290" height="366" viewBox="0 0 290 366" role="img" aria-labelledby="softmax_iris-net-title">
+<title id="softmax_iris-net-title">The softmax_iris network: 4-3 (softmax)</title>
+<style>.sg-node{fill:#fff;stroke:#334;stroke-width:1.5}.sg-in{fill:#eef4ff}.sg-out{fill:#fff4e8}.sg-edge{stroke:#8892a6;stroke-width:1}.sg-box{fill:#f6f7fb;stroke:#334;stroke-width:1.5}.sg-t{font:13px sans-serif;fill:#223;text-anchor:middle}.sg-s{font:11px sans-serif;fill:#445;text-anchor:middle}.sg-w{font:11px sans-serif;fill:#1f4e9c;text-anchor:middle;paint-order:stroke;stroke:#fff;stroke-width:3px}</style>
+<line class="sg-edge" x1="77" y1="81" x2="213" y2="116"><title>W\u2081\u2085 = w\u207d\u00b9\u207e\u2081\u2081: node 1 to node 5</title></line>
+<line class="sg-edge" x1="77" y1="151" x2="213" y2="116"><title>W\u2082\u2085 = w\u207d\u00b9\u207e\u2081\u2082: node 2 to node 5</title></line>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="116"><title>W\u2083\u2085 = w\u207d\u00b9\u207e\u2081\u2083: node 3 to node 5</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="116"><title>W\u2084\u2085 = w\u207d\u00b9\u207e\u2081\u2084: node 4 to node 5</title></line>
+<line class="sg-edge" x1="77" y1="81" x2="213" y2="186"><title>W\u2081\u2086 = w\u207d\u00b9\u207e\u2082\u2081: node 1 to node 6</title></line>
+<line class="sg-edge" x1="77" y1="151" x2="213" y2="186"><title>W\u2082\u2086 = w\u207d\u00b9\u207e\u2082\u2082: node 2 to node 6</title></line>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="186"><title>W\u2083\u2086 = w\u207d\u00b9\u207e\u2082\u2083: node 3 to node 6</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="186"><title>W\u2084\u2086 = w\u207d\u00b9\u207e\u2082\u2084: node 4 to node 6</title></line>
+<line class="sg-edge" x1="77" y1="81" x2="213" y2="256"><title>W\u2081\u2087 = w\u207d\u00b9\u207e\u2083\u2081: node 1 to node 7</title></line>
+<line class="sg-edge" x1="77" y1="151" x2="213" y2="256"><title>W\u2082\u2087 = w\u207d\u00b9\u207e\u2083\u2082: node 2 to node 7</title></line>
+<line class="sg-edge" x1="77" y1="221" x2="213" y2="256"><title>W\u2083\u2087 = w\u207d\u00b9\u207e\u2083\u2083: node 3 to node 7</title></line>
+<line class="sg-edge" x1="77" y1="291" x2="213" y2="256"><title>W\u2084\u2087 = w\u207d\u00b9\u207e\u2083\u2084: node 4 to node 7</title></line>
+<text class="sg-w" x="112.4" y="87.1">W\u2081\u2085<title>W\u2081\u2085 = w\u207d\u00b9\u207e\u2081\u2081: node 1 to node 5</title></text>
+<text class="sg-w" x="112.4" y="138.9">W\u2082\u2085<title>W\u2082\u2085 = w\u207d\u00b9\u207e\u2081\u2082: node 2 to node 5</title></text>
+<text class="sg-w" x="112.4" y="190.7">W\u2083\u2085<title>W\u2083\u2085 = w\u207d\u00b9\u207e\u2081\u2083: node 3 to node 5</title></text>
+<text class="sg-w" x="112.4" y="242.5">W\u2084\u2085<title>W\u2084\u2085 = w\u207d\u00b9\u207e\u2081\u2084: node 4 to node 5</title></text>
+<text class="sg-w" x="112.4" y="105.3">W\u2081\u2086<title>W\u2081\u2086 = w\u207d\u00b9\u207e\u2082\u2081: node 1 to node 6</title></text>
+<text class="sg-w" x="112.4" y="157.1">W\u2082\u2086<title>W\u2082\u2086 = w\u207d\u00b9\u207e\u2082\u2082: node 2 to node 6</title></text>
+<text class="sg-w" x="112.4" y="208.9">W\u2083\u2086<title>W\u2083\u2086 = w\u207d\u00b9\u207e\u2082\u2083: node 3 to node 6</title></text>
+<text class="sg-w" x="112.4" y="260.7">W\u2084\u2086<title>W\u2084\u2086 = w\u207d\u00b9\u207e\u2082\u2084: node 4 to node 6</title></text>
+<text class="sg-w" x="112.4" y="123.5">W\u2081\u2087<title>W\u2081\u2087 = w\u207d\u00b9\u207e\u2083\u2081: node 1 to node 7</title></text>
+<text class="sg-w" x="112.4" y="175.3">W\u2082\u2087<title>W\u2082\u2087 = w\u207d\u00b9\u207e\u2083\u2082: node 2 to node 7</title></text>
+<text class="sg-w" x="112.4" y="227.1">W\u2083\u2087<title>W\u2083\u2087 = w\u207d\u00b9\u207e\u2083\u2083: node 3 to node 7</title></text>
+<text class="sg-w" x="112.4" y="278.9">W\u2084\u2087<title>W\u2084\u2087 = w\u207d\u00b9\u207e\u2083\u2084: node 4 to node 7</title></text>
+<g class="sg-unit"><title>node 1: x\u2081</title><circle class="sg-node sg-in" cx="60" cy="81" r="17"/><text class="sg-t" x="60" y="85.5">1</text></g>
+<g class="sg-unit"><title>node 2: x\u2082</title><circle class="sg-node sg-in" cx="60" cy="151" r="17"/><text class="sg-t" x="60" y="155.5">2</text></g>
+<g class="sg-unit"><title>node 3: x\u2083</title><circle class="sg-node sg-in" cx="60" cy="221" r="17"/><text class="sg-t" x="60" y="225.5">3</text></g>
+<g class="sg-unit"><title>node 4: x\u2084</title><circle class="sg-node sg-in" cx="60" cy="291" r="17"/><text class="sg-t" x="60" y="295.5">4</text></g>
+<text class="sg-t" x="60" y="20">input</text>
+<text class="sg-s" x="60" y="35">x</text>
+<g class="sg-unit"><title>node 5: a\u207d\u00b9\u207e\u2081</title><circle class="sg-node sg-out" cx="230" cy="116" r="17"/><text class="sg-t" x="230" y="120.5">5</text></g>
+<g class="sg-unit"><title>node 6: a\u207d\u00b9\u207e\u2082</title><circle class="sg-node sg-out" cx="230" cy="186" r="17"/><text class="sg-t" x="230" y="190.5">6</text></g>
+<g class="sg-unit"><title>node 7: a\u207d\u00b9\u207e\u2083</title><circle class="sg-node sg-out" cx="230" cy="256" r="17"/><text class="sg-t" x="230" y="260.5">7</text></g>
+<text class="sg-t" x="230" y="20">output</text>
+<text class="sg-s" x="230" y="35">softmax</text>
+<text class="sg-s" x="145" y="356">W\u1d62\u2c7c: the weight from node i to node j (seed 002); biases not drawn</text>
+</svg>
+"""

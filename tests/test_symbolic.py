@@ -39,7 +39,6 @@ OUTPUT_MSE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "
 PIECEWISE = ("relu", "leaky_relu", "elu")
 
 
-
 SWISH = "z / (1 + exp(-z))"
 SMOOTH = "log(1 + exp(z))"
 LOGISTIC = "1 / (1 + exp(-z))"
