@@ -136,15 +136,33 @@ def generate(
         bool,
         typer.Option("--check", help="Do not write; exit 1 with a diff if the file is stale."),
     ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="numpy, or numba (the epoch's batch loop compiled; falls back to numpy with a "
+            "notice where unsupported).",
+        ),
+    ] = "numpy",
 ) -> None:
     """Write a standalone NumPy trainer module for SPEC."""
     from .runtime.bounded import module_source
     from .runtime.limits import check_model_memory
     from .runtime.loader import write_module
 
+    if backend not in ("numpy", "numba"):
+        typer.echo(f"--backend must be numpy or numba, not {backend!r}", err=True)
+        raise typer.Exit(2)
     s = _load(spec)
     check_model_memory(s)  # the module allocates its parameters' layout when imported
-    source = module_source(s, spec_file=spec.as_posix())
+    if backend == "numba":
+        from .codegen.numba_backend import numba_source
+
+        source, notice = numba_source(s, spec_file=spec.as_posix())
+        if notice:
+            typer.echo(f"notice: {notice}", err=True)
+    else:
+        source = module_source(s, spec_file=spec.as_posix())
     target = output or Path("generated") / f"{s.name}.py"
     if check:
         current = target.read_text(encoding="utf-8") if target.exists() else ""
