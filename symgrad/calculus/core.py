@@ -92,8 +92,15 @@ LOSS_TITLES = {
 }
 
 
+#: Functions with kinks: ``simplify`` turns ``sign(x)`` into ``x/|x|`` (0/0 at the kink), so
+#: expressions holding them are kept as differentiated.
+_KINKS = (sp.Abs, sp.sign, sp.Max, sp.Min)
+
+
 def _simplify(expr: sp.Expr) -> sp.Expr:
     """``sympy.simplify`` within a time budget; the plain expression when over budget."""
+    if expr.has(*_KINKS):
+        return expr
     return attempt(SIMPLIFY_BUDGET, sp.simplify, expr, default=expr)
 
 
@@ -137,6 +144,30 @@ def tidy(expr: sp.Expr, var: sp.Symbol = a) -> sp.Expr:
     if sp.expand(result - expr) != 0:  # pragma: no cover - a guard, never expected
         return expr
     return result
+
+
+def pointwise(expr: sp.Expr) -> sp.Expr:
+    """The derivative away from kinks, the same in the maths and in the code.
+
+    ``DiracDelta`` terms (from ``abs``, ``max``, ``min``, ``sign``) are 0 wherever the derivative
+    exists; the step ``Heaviside(x)`` is 0 at ``x = 0`` (the convention of ReLU's ``f'(0) = 0``);
+    pieces that hold only on a set of measure zero (``Eq(z, 0)``) are dropped.
+    """
+
+    def drop_points(e):
+        pieces = [(v, c) for v, c in e.args if not isinstance(c, sp.Eq)]
+        if not pieces:
+            return e
+        if len(pieces) == 1 or pieces[0][1] == sp.true:
+            return pieces[0][0]
+        return sp.Piecewise(*pieces)
+
+    expr = expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+    expr = expr.replace(
+        lambda e: isinstance(e, sp.Heaviside),
+        lambda e: sp.Piecewise((1, e.args[0] > 0), (0, True)),
+    )
+    return expr.replace(lambda e: isinstance(e, sp.Piecewise), drop_points)
 
 
 def _elementary(expr: sp.Expr) -> bool:
@@ -382,14 +413,14 @@ def _output_form(f: sp.Expr, df: sp.Expr) -> tuple[sp.Expr | None, str]:
 
 @functools.lru_cache(maxsize=256)
 def _activation(name: str, expr: sp.Expr, custom: bool) -> ActivationCalculus:
-    df = sp.diff(expr, z)
-    d2f = sp.diff(df, z)
+    df = pointwise(sp.diff(expr, z))
+    d2f = pointwise(sp.diff(df, z))
     if isinstance(expr, sp.Piecewise):
         df = sp.piecewise_fold(df)
         d2f = sp.piecewise_fold(d2f)
     else:
-        df = _simplify(df)
-        d2f = _simplify(d2f)
+        df = pointwise(_simplify(df))
+        d2f = pointwise(_simplify(d2f))
     d2f = _collapse_piecewise(d2f)
     df_out, how = _output_form(expr, df)
     d2f_out = None
@@ -547,14 +578,14 @@ def _readable_factor(expr: sp.Expr) -> sp.Expr:
 
 @functools.lru_cache(maxsize=256)
 def _loss(name: str, ell: sp.Expr, custom: bool, act: ActivationCalculus) -> LossCalculus:
-    dl_da = _simplify(sp.diff(ell, a))
-    d2l_da2 = _simplify(sp.diff(ell, a, 2))
+    dl_da = pointwise(_simplify(pointwise(sp.diff(ell, a))))
+    d2l_da2 = pointwise(_simplify(pointwise(sp.diff(dl_da, a))))
     if act.vector:
         return _softmax_loss(name, ell, custom, act, dl_da, d2l_da2)
     if act.has_output_form:
         delta = tidy(sp.factor(_simplify(dl_da * act.df_out)))
         delta_in_z = False
-        s = tidy(sp.factor(_simplify(sp.diff(delta, a) * act.df_out)))
+        s = tidy(sp.factor(_simplify(pointwise(sp.diff(delta, a) * act.df_out))))
         if custom:
             # readable forms: (a - y) kept whole; s = l''(a) f'^2 + l'(a) f'' (the chain rule)
             delta = readable([delta, *_shifted(delta)], delta)
@@ -564,7 +595,7 @@ def _loss(name: str, ell: sp.Expr, custom: bool, act: ActivationCalculus) -> Los
     else:
         delta = _simplify(dl_da.subs(a, act.f) * act.df)
         delta_in_z = True
-        s = _simplify(sp.diff(delta, z))
+        s = _simplify(pointwise(sp.diff(delta, z)))
     if isinstance(s, sp.Piecewise):
         s = _collapse_piecewise(sp.piecewise_fold(s))
     rewrites = _stable_rewrites(act)

@@ -146,10 +146,22 @@ class NumPyPrinter(_Layout, _SymPyNumPyPrinter):
     def _print_sign(self, expr):
         return "%s(%s)" % (self.fn("sign"), self._print(expr.args[0]))
 
+    #: inside a sum a step must print as numbers: NumPy refuses ``bool - bool``
+    _in_sum = 0
+
+    def _print_Add(self, expr, order=None):
+        self._in_sum += 1
+        try:
+            return super()._print_Add(expr, order)
+        finally:
+            self._in_sum -= 1
+
     def _print_Piecewise(self, expr):
         if len(expr.args) == 2 and expr.args[1][1] == sp.true:
             (e1, c1), (e2, _) = expr.args
             if e1 == 1 and e2 == 0:
+                if self._in_sum:
+                    return "%s(%s, 1.0, 0.0)" % (self.fn("where"), self._print(c1))
                 return self._print(c1)
             return "%s(%s, %s, %s)" % (
                 self.fn("where"),

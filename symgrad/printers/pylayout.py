@@ -82,6 +82,8 @@ def _unparse(node: ast.AST) -> str:
     if isinstance(node, ast.Tuple):
         inner = ", ".join(_unparse(e) for e in node.elts)
         return f"({inner},)" if len(node.elts) == 1 else f"({inner})"
+    if isinstance(node, ast.List):
+        return "[" + ", ".join(_unparse(e) for e in node.elts) + "]"
     if isinstance(node, ast.Subscript):
         return f"{_wrap(node.value, 20)}[{_unparse(node.slice)}]"
     if isinstance(node, ast.Slice):
@@ -117,7 +119,7 @@ def _unparse(node: ast.AST) -> str:
         return op.join(_wrap(v, 5) for v in node.values)
     if isinstance(node, ast.IfExp):
         return f"{_wrap(node.body, 2)} if {_wrap(node.test, 2)} else {_wrap(node.orelse, 1)}"
-    raise NotImplementedError(f"cannot lay out {ast.dump(node)}")  # pragma: no cover
+    raise NotImplementedError(f"cannot lay out {ast.dump(node)}")
 
 
 def _wrap(node: ast.AST, prec: int) -> str:
