@@ -101,11 +101,17 @@ def test_the_keys_code_generation_uses(path: Path) -> None:
         "rop.backward",
         "rop.grad",
         "gauss_newton",
-        "newton",
         "opt.grad",
     ):
         assert key in d, key
         d.eq(key)
+    # Newton's method only for the newton optimiser (issue 9 finding 8: the chosen optimiser's
+    # update ends the derivation)
+    newton = [k for k in d.keys if k.startswith("newton")]
+    if spec.optimizer.name == "newton":
+        assert newton[0] == "newton" and "newton.cg.beta" in newton, newton
+    else:
+        assert newton == [], newton
     for layer in d.layers:
         l = layer.index
         for key in (f"grad.{l}", f"grad.W.{l}", f"grad.b.{l}", f"forward.{l}", f"act.{l}.f"):

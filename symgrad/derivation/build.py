@@ -133,7 +133,8 @@ def _conventions(d: Derivation) -> None:
             sp.Eq(nt.Sx(L), DiagMatrix(nt.vec("s", L)), evaluate=False),
             " its matrix (for softmax the full Jacobian, diagonal plus rank one). A block tag "
             "[p, q] in the block Hessian names the block of H whose rows belong to the "
-            "parameters p and columns to q. A sum over x runs over the training samples.",
+            "parameters p and columns to q. A sum over x runs over the N samples of the training "
+            "set, or over the m samples of the batch in C_B and g.",
         ),
         (
             "Non-smooth points: a piecewise activation takes at z = 0 the derivative of its "

@@ -1,4 +1,5 @@
-"""A dense layer's equations: forward pass, backpropagation, gradients and R-operator rows.
+"""A dense layer's equations: forward pass, activation derivatives, backpropagation, gradients
+(the R-operator rows: :mod:`.rop`).
 
 ``z^{(l)} = W^{(l)} a^{(l-1)} + b^{(l)}``, ``a^{(l)} = f_l(z^{(l)})``. Each method appends the
 layer's equations for one part of the derivation; :mod:`.build` calls them in print order. A new
@@ -14,13 +15,14 @@ import sympy as sp
 from .. import calculus as C
 from . import notation as nt
 from .ir import Derivation, Equation, LayerCalculus
+from .rop import DenseROp
+from .rop import mul as _mul
 from .units import at, dfdz, fprime, fsecond, readable_at
 
 FORWARD = "Forward pass"
 ACTIVATION = "Activation derivatives"
 BACKPROP = "Backpropagation"
 GRADIENTS = "Gradients"
-ROP = "Hessian-vector products (R-operator)"
 
 # The representative chain-rule partials come from sympy.diff of z_j = w_ji a_i + b_j + r_j
 # (r_j collects the other inputs of unit j, which do not depend on w_ji, a_i, b_j).
@@ -31,13 +33,8 @@ DZ_DW = sp.diff(_Z, _w)  # a_i
 DZ_DB = sp.diff(_Z, _b)  # 1
 
 
-def _mul(*factors: sp.Expr) -> sp.Expr:
-    """A product kept in the order written (``w_ji a_i``, not SymPy's canonical ``a_i w_ji``)."""
-    return sp.Mul(*factors, evaluate=False)
-
-
 @dataclass(frozen=True)
-class Dense:
+class Dense(DenseROp):
     """Layer ``layer.index`` of a chain of dense layers (``last`` for the output layer)."""
 
     layer: LayerCalculus
@@ -291,124 +288,5 @@ class Dense:
                     nt.C_B,
                     ", as above).",
                 ),
-            )
-        )
-
-    # -- R-operator ------------------------------------------------------------------------------
-    def rop_forward(self, d: Derivation) -> None:
-        l, i, j = self.index, nt.i, nt.j
-        w, v, vb = nt.w(l), nt.v(l), nt.vb(l)
-        a_prev = nt.a(l - 1)
-        if l == 1:
-            rhs = sp.Sum(_mul(v[j, i], a_prev[i]), (i, 1, nt.n(0))) + vb[j]
-            matrix = nt.A(0) * nt.V(l).T + nt.ones_m * nt.Vb(l)
-        else:
-            ra = nt.Ra(l - 1)
-            rhs = (
-                sp.Sum(_mul(w[j, i], ra[i]) + _mul(v[j, i], a_prev[i]), (i, 1, nt.n(l - 1))) + vb[j]
-            )
-            matrix = nt.RA(l - 1) * nt.W(l).T + nt.A(l - 1) * nt.V(l).T + nt.ones_m * nt.Vb(l)
-        prose: tuple = ()
-        if l == 1:
-            prose = (
-                "Hessian-vector products H v by the R-operator, which differentiates along the "
-                "direction v: R{g} is the derivative by r of g at theta + r v, at r = 0. Applied "
-                "to the forward pass; v has a weight part and a bias part like the parameters "
-                "(the inputs do not depend on them).",
-            )
-        d.add(
-            Equation(
-                f"rop.forward.{l}", ROP, nt.Rz(l)[j], rhs, matrix=(nt.RZ(l), matrix), prose=prose
-            )
-        )
-        if self.last:
-            return
-        fp = fprime(self.act)
-        d.add(
-            Equation(
-                f"rop.act.{l}",
-                ROP,
-                nt.Ra(l)[j],
-                _mul(at(fp, l, j), nt.Rz(l)[j]),
-                steps=(_mul(dfdz(l, j), nt.Rz(l)[j]),),
-                matrix=(nt.RA(l), sp.HadamardProduct(nt.FP(l), nt.RZ(l))),
-                kernel=fp,
-            )
-        )
-
-    def rop_backward(self, d: Derivation) -> None:
-        """``R{delta}`` of this (hidden) layer from the layer above."""
-        l, up, i, j = self.index, self.index + 1, nt.i, nt.j
-        w, v, delta, rdelta = nt.w(up), nt.v(up), nt.delta(up), nt.Rdelta(up)
-        fp, fpp = fprime(self.act), fsecond(self.act)
-        n_up = nt.n(up)
-        first = _mul(
-            at(fp, l, i), sp.Sum(_mul(w[j, i], rdelta[j]) + _mul(v[j, i], delta[j]), (j, 1, n_up))
-        )
-        back = nt.Delta(up) * nt.W(up)
-        mat = sp.HadamardProduct(nt.FP(l), nt.RDelta(up) * nt.W(up) + nt.Delta(up) * nt.V(up))
-        rhs = first
-        if fpp != 0:
-            back_sum = sp.Sum(_mul(w[j, i], delta[j]), (j, 1, n_up))
-            rhs = first + _mul(at(fpp, l, i), nt.Rz(l)[i], back_sum)
-            mat = mat + sp.HadamardProduct(nt.FPP(l), nt.RZ(l), back)
-        d.add(
-            Equation(
-                f"rop.backward.{l}",
-                ROP,
-                nt.Rdelta(l)[i],
-                rhs,
-                matrix=(nt.RDelta(l), mat),
-                prose=(
-                    "R{.} of the delta recurrence (product rule): f' and f'' are the activation "
-                    "derivatives above",
-                    "; the f'' term vanishes for this activation." if fpp == 0 else ".",
-                ),
-            )
-        )
-
-    def rop_gradients(self, d: Derivation) -> None:
-        l, i, j = self.index, nt.i, nt.j
-        reg = d.spec.regularization
-        rdelta, delta = nt.Rdelta(l), nt.delta(l)
-        a_prev = nt.a(l - 1)
-        inner = _mul(rdelta[j], a_prev[i])
-        mat = nt.RDelta(l).T * nt.A(l - 1)
-        if l > 1:
-            inner += _mul(delta[j], nt.Ra(l - 1)[i])
-            mat = mat + nt.Delta(l).T * nt.RA(l - 1)
-        rhs = sp.Sum(inner, (nt.sample, 1, nt.N)) / nt.N
-        mat = sp.MatMul(1 / nt.m, mat)
-        if reg.l2:
-            rhs += nt.lambda_2 / nt.N * nt.v(l)[j, i]
-            mat = sp.MatAdd(mat, nt.lambda_2 / nt.N * nt.V(l))
-        d.add(
-            Equation(
-                f"rop.grad.W.{l}",
-                ROP,
-                nt.HvW_(l)[j, i],
-                rhs,
-                matrix=(nt.HvW(l), mat),
-                prose=(
-                    "R{.} of the weight gradient: the Hessian-vector product's weight part (the "
-                    "batch form: that of the Hessian ",
-                    sp.Symbol("H_B"),
-                    " of the batch cost, 1/m)",
-                    *(
-                        (", with the L2 term's Hessian ", nt.lambda_2 / nt.N, " on the weights.")
-                        if reg.l2
-                        else (".",)
-                    ),
-                    " L1 has no curvature away from 0." if reg.l1 else "",
-                ),
-            )
-        )
-        d.add(
-            Equation(
-                f"rop.grad.b.{l}",
-                ROP,
-                nt.Hvb_(l)[j],
-                sp.Sum(rdelta[j], (nt.sample, 1, nt.N)) / nt.N,
-                matrix=(nt.Hvb(l), sp.MatMul(1 / nt.m, nt.ones_m.T * nt.RDelta(l))),
             )
         )

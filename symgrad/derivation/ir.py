@@ -8,8 +8,9 @@ per layer, so its cost grows with the number of layers, never with their widths.
 prints: the printers (:mod:`symgrad.printers`) and the code generator read it.
 
 The equations are built by :mod:`.cost` (cost, regulariser, output layer), :mod:`.dense` (a dense
-layer's forward pass, backpropagation, gradients and R-operator rows), :mod:`.second_order`
-(Hessians, Gauss-Newton, Newton's method) and :mod:`.update` (the optimiser's step).
+layer's forward pass, backpropagation and gradients) with :mod:`.rop` (its R-operator rows),
+:mod:`.second_order` (Hessians, Gauss-Newton), :mod:`.update` (the optimiser's step) and
+:mod:`.newton` (Newton's method, for the ``newton`` optimiser only).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import sympy as sp
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
 from . import notation as nt
-from .dense import ROP
 from .ir import Derivation, Equation
+from .rop import ROP
 from .units import at, fprime, fsecond
 
 SECOND = "Second order"

@@ -1,0 +1,388 @@
+"""The IR's names bound to the reference network of one state (see :class:`Net`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import sympy as sp
+
+from ...derivation import notation as nt
+from ..evaluate import Bindings, NotEvaluable
+from ..reference import State, fd, lambdify
+from .common import flat_params, split_name
+from .exact import exact_derivative
+
+if TYPE_CHECKING:
+    from .context import Context
+
+
+class Net(Bindings):
+    """The IR's names bound to the reference network in ``state``.
+
+    Values of ``delta_l``, ``s_L``, ``R{z_l}``... come from the chain rule of the reference and
+    from differences of it. ``at_sample`` selects one sample for the per-sample matrices of a
+    ``SampleSum`` (``Jz_x``, ``Ss_x``, ``gradC_x``...); ``at_unit`` one output unit for the
+    matrices named ``..._j`` of the closed-form Hessian blocks. ``sizes`` overrides the integer
+    symbols (``m`` for a batch smaller than the training set).
+    """
+
+    def __init__(
+        self, ctx: Context, state: State, scalars: dict | None = None, sizes: dict | None = None
+    ) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.m = len(state.X)
+        self.sizes = {**ctx.sizes, **(sizes or {})}
+        self.sample = nt.sample
+        self._scalars = dict(scalars or {})
+        self._memo: dict = {}
+        self._at: int | None = None
+        self._unit: int | None = None
+
+    def _get(self, key, make):
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def _view(self) -> Net:
+        """A copy sharing the memo (same state)."""
+        view = type(self).__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        return view
+
+    def at_sample(self, x: int) -> Net:
+        view = self._view()
+        view._at = x
+        return view
+
+    def at_unit(self, j: int) -> Net:
+        view = self._view()
+        view._unit = j
+        return view
+
+    def moved(self, state: State, scalars: dict | None = None) -> Net:
+        """The same kind of bindings at another state (no shared memo)."""
+        out = self._view()
+        out.state = state
+        out._memo = {}
+        out._scalars = self._scalars if scalars is None else scalars
+        return out
+
+    # -- derived quantities ----------------------------------------------------------------------
+    def deltas(self):
+        return self._get("delta", lambda: self.ctx.ref.deltas(self.state))
+
+    def gradient(self):
+        return self._get("grad", lambda: self.ctx.ref.gradient(self.state))
+
+    def flat_gradient(self) -> np.ndarray:
+        gW, gb = self.gradient()
+        return flat_params(gW, gb).astype(np.float64)
+
+    def smooth_gradient(self) -> np.ndarray:
+        """The gradient of the smooth part of C (data and L2; the L1 term is a proximal step)."""
+        st, ref = self.state, self.ctx.ref
+        sign = [None] + [st.frozen.get(("sign", l), np.sign(st.W[l])) for l in self._layers()]
+        zeros = [None] + [np.zeros(st.b[l].size) for l in self._layers()]
+        return self.flat_gradient() - ref.l1 / st.N * flat_params(sign, zeros)
+
+    def per_sample_gradient(self) -> np.ndarray:
+        """``dC_x / dtheta`` of every sample (m, P), public order."""
+        return self._get("psg", lambda: self.ctx.ref.per_sample_gradient(self.state))
+
+    def _layers(self):
+        return range(1, self.ctx.L + 1)
+
+    def output_jacobian(self):
+        """``d delta_L[k] / d z_L[j]`` per sample (m, n_L, n_L), by differences of the
+        chain-rule delta."""
+
+        def make():
+            ref, st, L = self.ctx.ref, self.state, self.ctx.L
+            cols = []
+            for j in range(st.z[L].shape[1]):
+
+                def fun(t, j=j):
+                    z = st.z[L].copy()
+                    z[:, j] += t
+                    moved = ref.override(st, "z", L, z)
+                    return ref.deltas(moved)[L], ref.signature(moved)
+
+                cols.append(fd(fun)[0])
+            return np.stack(cols, axis=2)
+
+        return self._get("jac", make)
+
+    def gauss_newton_s(self):
+        """The curvature of the Gauss-Newton matrix per output unit: ``s`` for a loss matched
+        to its output activation (J = dz/dtheta), ``l''(a) f'(z)^2`` otherwise (J = da/dtheta)."""
+        if self.ctx.matching:
+            return self.s_out()
+        return self.ctx.ref.gauss_newton_s(self.state)
+
+    def s_out(self):
+        """``s_L[j] = d delta_L[j] / d z_L[j]`` (the diagonal of ``output_jacobian``)."""
+        return np.diagonal(self.output_jacobian(), axis1=1, axis2=2)
+
+    def rop(self):
+        """R{z_l}, R{a_l}, R{delta_l}, (Hv)_W, (Hv)_b: differences along the direction v."""
+
+        def make():
+            ref, st, ctx = self.ctx.ref, self.state, self.ctx
+            L = ctx.L
+            sizes = []
+
+            def fun(r):
+                W = [None] + [st.W[l] + r * ctx.V[l] for l in range(1, L + 1)]
+                b = [None] + [st.b[l] + r * ctx.Vb[l] for l in range(1, L + 1)]
+                moved = ref.with_params(st, W, b)
+                d = ref.deltas(moved)
+                gW, gb = ref.gradient(moved)
+                parts = []
+                for l in range(1, L + 1):
+                    parts += [moved.z[l], moved.a[l], d[l], gW[l], gb[l]]
+                sizes[:] = [p.shape for p in parts]
+                return np.concatenate([p.ravel() for p in parts]), ref.signature(moved)
+
+            flat, _ = fd(fun)
+            out = {"z": [None], "a": [None], "delta": [None], "HvW": [None], "Hvb": [None]}
+            off = 0
+            names = ("z", "a", "delta", "HvW", "Hvb")
+            for k, shape in enumerate(sizes):
+                size = int(np.prod(shape))
+                out[names[k % 5]].append(flat[off : off + size].reshape(shape))
+                off += size
+            return out
+
+        return self._get("rop", make)
+
+    # -- the Bindings interface ------------------------------------------------------------------
+    def scalar(self, name):
+        if name in self._scalars:
+            return self._scalars[name]
+        ref, st = self.ctx.ref, self.state
+        if name == "C":
+            return ref.cost(st)
+        if name == "C_x":
+            return ref.cost_per_sample(st)
+        if name == "R":
+            return ref.penalty(st)
+        value = self.ctx.constants.get(name)
+        if value is None and name in self.ctx.defined:
+            return self.ctx.defined_value(name, self)
+        return value
+
+    def indexed(self, name):
+        found = self._indexed(name)
+        if found is None and name in self.ctx.defined:
+            return self.ctx.defined_value(name, self)
+        if found is None:
+            return None
+        # the output layer's a is kept in extended precision (see Reference): its differences
+        # near a = 1 (log(1 - a)) need the digits float64 would drop
+        arr = np.asarray(found[0])
+        return (arr if arr.dtype == np.longdouble else arr.astype(np.float64)), found[1]
+
+    def _indexed(self, name):
+        st, L, ref = self.state, self.ctx.L, self.ctx.ref
+        if name == "x":
+            return st.X, True
+        if name == "y":
+            return st.Y, True
+        if name == "w_flat":  # every weight, W_1 row-major, then W_2, ...
+            return np.concatenate([st.W[k].ravel() for k in range(1, L + 1)]), False
+        stem, l = split_name(name)
+        if l is None or l > L or (l == 0 and stem != "a"):
+            return None
+        elementwise = not ref.acts[L].softmax
+        table = {
+            "z": lambda: (st.z[l], True),
+            "a": lambda: (st.a[l], True),
+            "delta": lambda: (self.deltas()[l], True),
+            "w": lambda: (st.W[l], False),
+            "b": lambda: (st.b[l], False),
+            "v": lambda: (self.ctx.V[l], False),
+            "vb": lambda: (self.ctx.Vb[l], False),
+            "Rz": lambda: (self.rop()["z"][l], True),
+            "Ra": lambda: (self.rop()["a"][l], True),
+            "Rdelta": lambda: (self.rop()["delta"][l], True),
+            "Hv_w": lambda: (self.rop()["HvW"][l], False),
+            "Hv_b": lambda: (self.rop()["Hvb"][l], False),
+        }
+        if l == L and elementwise:
+            table["s"] = lambda: (self.s_out(), True)
+            table["sG"] = lambda: (self.gauss_newton_s(), True)
+        make = table.get(stem)
+        return None if make is None else make()
+
+    def matrix(self, name):
+        found = self._matrix(name)
+        if found is None and name in self.ctx.defined:
+            return self.ctx.defined_value(name, self)
+        return None if found is None else np.asarray(found, np.float64)
+
+    def _matrix(self, name):
+        st, L, ctx, ref = self.state, self.ctx.L, self.ctx, self.ctx.ref
+        whole = {
+            "X": lambda: st.X,
+            "Y": lambda: st.Y,
+            "ones_m": lambda: np.ones((self.m, 1)),
+            "Xt": lambda: np.hstack([st.X, np.ones((self.m, 1))]),
+            "I_w": lambda: np.diag(ctx.weight_mask),
+            "g_v": lambda: self.smooth_gradient()[:, None],
+            "theta_v": lambda: flat_params(st.W, st.b)[:, None],
+            "H": lambda: ctx.hessian_matrix(self),
+        }
+        if name in whole:
+            return whole[name]()
+        if name.endswith("_x"):
+            return self._per_sample(name[:-2])
+        if name.endswith("_j"):
+            return self._per_unit(name[:-2])
+        stem, l = split_name(name)
+        if l is None or l > L or l < 1:
+            return None
+        act = ref.acts[l]
+        table = {
+            "Z": lambda: st.z[l],
+            "A": lambda: st.a[l],
+            "Delta": lambda: self.deltas()[l],
+            "W": lambda: st.W[l],
+            "b": lambda: st.b[l][None, :],
+            "V": lambda: ctx.V[l],
+            "vb": lambda: ctx.Vb[l][None, :],
+            "RZ": lambda: self.rop()["z"][l],
+            "RA": lambda: self.rop()["a"][l],
+            "RDelta": lambda: self.rop()["delta"][l],
+            "dC_dW": lambda: self.gradient()[0][l],
+            "dC_db": lambda: self.gradient()[1][l][None, :],
+            "Hv_W": lambda: self.rop()["HvW"][l],
+            "Hv_b": lambda: self.rop()["Hvb"][l][None, :],
+        }
+        if l < L:
+            table["dC_dA"] = lambda: self.deltas()[l + 1] @ st.W[l + 1]
+        if not act.softmax:
+            table["FP"] = lambda: ref._df(st, l, st.z[l])
+            table["FPP"] = lambda: self._fpp(l)
+        if l == L and not act.softmax:
+            table["S"] = self.s_out
+        make = table.get(stem)
+        return None if make is None else make()
+
+    def matrix_times(self, name, v):
+        ctx = self.ctx
+        if name == "I_w":
+            return ctx.weight_mask[:, None] * v
+        if name == "H" and self.state is ctx.state:
+            return np.stack([ctx.trainer_hvp(c) for c in v.T], axis=1)
+        if name == "H_j" and self._unit is not None and ctx.L == 1 and self.state is ctx.state:
+            # the trainer's block of output unit j, over [w_1[j, :], b_1[j]], by hvp
+            n0 = self.state.W[1].shape[1]
+            j = self._unit
+            idx = np.concatenate([j * n0 + np.arange(n0), [ctx.offsets[("b", 1)] + j]])
+            full = np.zeros((ctx.P, v.shape[1]))
+            full[idx] = v
+            return np.stack([ctx.trainer_hvp(c)[idx] for c in full.T], axis=1)
+        return None
+
+    def _fpp(self, l: int) -> np.ndarray:
+        """f_l'' at every z_l: from its output form in a_l where there is one (no overflow of
+        cosh(z)^2 for a large z), else in z."""
+        from ... import calculus
+
+        act = self.ctx.ref.calculus[l]
+        if act.d2f_out is not None:
+            fn = self.ctx.memo(("d2f_out", l), lambda: lambdify([calculus.a], act.d2f_out))
+            return fn(np.asarray(self.state.a[l], np.float64))
+        fn = self.ctx.memo(("d2f", l), lambda: lambdify([calculus.z], act.d2f))
+        return fn(self.state.z[l])
+
+    def _per_sample(self, stem):
+        """``Jz_x``, ``Ja_x``, ``Ss_x``, ``SsG_x``, ``Sl2_x``, ``gradC_x`` of the sample
+        selected by ``at_sample``."""
+        if self._at is None:
+            return None
+        x, ref, st = self._at, self.ctx.ref, self.state
+        table = {
+            "Jz": lambda: self._get("Jz", lambda: ref.jacobian(st, "z"))[x],
+            "Ja": lambda: self._get("Ja", lambda: ref.jacobian(st, "a"))[x],
+            "Ss": lambda: self.output_jacobian()[x],
+            "SsG": lambda: np.diag(self.gauss_newton_s()[x]),
+            "Sl2": lambda: np.diag(ref.loss_curvature(st)[x]),
+            "gradC": lambda: self.per_sample_gradient()[x][:, None],
+        }
+        make = table.get(stem)
+        return None if make is None else make()
+
+    def _per_unit(self, stem):
+        """``Sdiag_j`` (diag of s_L[:, j] over the batch) and ``H_j`` (the trainer's Hessian
+        block of output unit j, over [w_j, b_j]) for the unit selected by ``at_unit``."""
+        if self._unit is None:
+            return None
+        j, L = self._unit, self.ctx.L
+        if stem == "Sdiag" and not self.ctx.ref.acts[L].softmax:
+            return np.diag(self.s_out()[:, j])
+        if stem == "H":
+            return self.ctx.hessian_block(j)
+        return None
+
+    def rewrite(self, expr):
+        stem, l = split_name(type(expr).__name__)
+        if stem == "f" and l is not None and 1 <= l <= self.ctx.L and len(expr.args) == 1:
+            (arg,) = expr.args
+            if (
+                self.ctx.ref.acts[l].softmax
+                and isinstance(arg, sp.Indexed)
+                and arg.base.label.name == f"z_{l}"
+            ):
+                return nt.a(l)[arg.indices]
+        return None
+
+    def function(self, name):
+        if name == "ell":
+            return self.ctx.ref.ell
+        stem, l = split_name(name)
+        if stem == "f" and l is not None and 1 <= l <= self.ctx.L:
+            act = self.ctx.ref.acts[l]
+            return None if act.softmax else act.f
+        return None
+
+    def exact_derivative(self, F, var, index, ndim):
+        return exact_derivative(self, F, var, index, ndim)
+
+    def per_sample_var(self, var):
+        if not isinstance(var, sp.Indexed):
+            return False
+        name = var.base.label.name
+        return name in ("x", "y") or split_name(name)[0] in ("z", "a")
+
+    def perturb(self, var, t, sample):
+        ctx, st, ref = self.ctx, self.state, self.ctx.ref
+        if isinstance(var, sp.Symbol):
+            base = self.scalar(var.name)
+            if base is None:
+                raise NotEvaluable(f"cannot vary {var}: it has no value")
+            return self.moved(st, {**self._scalars, var.name: base + t})
+        if not isinstance(var, sp.Indexed):
+            raise NotEvaluable(f"cannot vary {var}")
+        name = var.base.label.name
+        ids = tuple(int(i) - 1 for i in var.indices)
+        if name == "w_flat":
+            l, pos = ctx.weight_position(ids[0])
+            name, ids = f"w_{l}", pos
+        stem, l = split_name(name)
+        if stem in ("w", "b") and l is not None and 1 <= l <= ctx.L:
+            return self.moved(ref.nudge(st, stem, l, ids, t))
+        if name in ("x", "y") or (stem in ("z", "a") and l is not None and l <= ctx.L):
+            kind, layer = ("a", 0) if name == "x" else ("y", 0) if name == "y" else (stem, l)
+            arr = (st.Y if kind == "y" else st.z[layer] if kind == "z" else st.a[layer]).copy()
+            if sample is None:
+                arr[:, ids[0]] += t
+            else:
+                arr[sample, ids[0]] += t
+            return self.moved(ref.override(st, kind, layer, arr))
+        raise NotEvaluable(f"cannot vary {var}")
+
+    def signature(self):
+        return self.ctx.ref.signature(self.state)
