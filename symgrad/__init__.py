@@ -9,6 +9,7 @@ from ._version import __version__
 from .codegen import generate_source
 from .derivation import Derivation, derive
 from .errors import DataError, ExpressionError, SpecError, SymgradError
+from .printers import jupyter as _jupyter
 from .runtime.loader import load_trainer
 from .spec import Spec, load_spec
 
@@ -25,6 +26,8 @@ __all__ = [
     "load_trainer",
     "load_spec",
 ]
+
+_jupyter.install()  # Derivation renders itself in Jupyter (the IR imports no printer)
 
 
 def __getattr__(name: str):

@@ -2,6 +2,9 @@
 
 Every user error ends in one readable line on stderr and exit code 2 (1 for a failed check),
 never a traceback.
+
+Longer than 400 lines on purpose: one module holds every command so that the options, their
+checks and the one-line error handling read together; each command delegates its work below.
 """
 
 from __future__ import annotations
@@ -99,7 +102,14 @@ def derive(
         if not available():
             _fail("--format html needs latex2mathml: pip install 'symgrad[html]'")
     # one time budget for deriving and printing ($SYMGRAD_TIME_BUDGET), and a size cap
-    text = derivation_text(_load(spec), fmt.value, standalone=standalone, spec_file=spec.as_posix())
+    if fmt.value == "html":
+        from .runtime.page import bounded_page
+
+        text = bounded_page(_load(spec), spec_file=spec.as_posix())
+    else:
+        text = derivation_text(
+            _load(spec), fmt.value, standalone=standalone, spec_file=spec.as_posix()
+        )
     if output is None:
         typer.echo(text, nl=False)
     else:

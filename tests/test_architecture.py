@@ -38,13 +38,25 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _executed(tree: ast.AST):
+    """Every node except those under ``if TYPE_CHECKING:`` (type hints, never imported)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def _imports(path: Path) -> set[str]:
     """The symgrad modules ``path`` imports, at module level or inside functions."""
     name = _module_name(path)
     modules = {_module_name(p) for p in ROOT.rglob("*.py")}
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _executed(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]

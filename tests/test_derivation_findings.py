@@ -15,7 +15,7 @@ import sympy as sp
 
 import symgrad
 from symgrad import calculus as calc
-from symgrad.printers.latex import render
+from symgrad.printers.render import render
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 a, y = calc.a, calc.y

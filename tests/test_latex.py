@@ -12,7 +12,8 @@ import sympy as sp
 
 import symgrad
 from symgrad.derivation import notation as nt
-from symgrad.printers.latex import latex, render
+from symgrad.printers.latex import latex
+from symgrad.printers.render import render
 from symgrad.printers.text import pretty
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -19,7 +19,7 @@ import sympy as sp
 import symgrad
 from symgrad import calculus as calc
 from symgrad.derivation import notation as nt
-from symgrad.printers.latex import render
+from symgrad.printers.render import render
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 a, y, z = calc.a, calc.y, calc.z

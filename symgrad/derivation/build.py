@@ -6,6 +6,7 @@ import sympy as sp
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
 from .. import calculus as C
+from ..spec import Spec
 from . import notation as nt
 from .cost import (
     build_cost,
@@ -162,3 +163,15 @@ def _conventions(d: Derivation) -> None:
         ("seed 002", "alpha", "the learning rate", nt.eta),
     ]
     d.seed_symbols = [(src, sp.Symbol(sym), meaning, ours) for src, sym, meaning, ours in seed]
+
+
+def derive(spec: Spec) -> Derivation:
+    """Derive gradients and Hessians of ``spec`` (SymPy); see :class:`Derivation`.
+
+    In Jupyter a Derivation renders itself once :mod:`symgrad` is imported (the printers attach
+    ``_repr_latex_``/``_repr_html_``; the IR imports no printer).
+    """
+    d = Derivation(spec)
+    build(d)
+    d.number()
+    return d

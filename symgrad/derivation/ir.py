@@ -92,9 +92,10 @@ class Derivation:
         self.conventions: list[tuple] = []
         #: rows (source, their symbol, meaning, symgrad's symbol) mapping the seeds' notation
         self.seed_symbols: list[tuple] = []
-        from . import build  # the builders import this module's classes
+        self._numbers: dict[str, int] = {}
 
-        build.build(self)
+    def number(self) -> None:
+        """Number the equations in print order (the builders call it once they are done)."""
         self._numbers = {eq.key: n for n, eq in enumerate(self.equations, 1)}
 
     # -- construction (used by the builders) -----------------------------------------------------
@@ -153,31 +154,3 @@ class Derivation:
         if eq.kernel is None:
             raise KeyError(f"equation {key!r} has no kernel")
         return eq.kernel
-
-    # -- rendering -------------------------------------------------------------------------------
-    def to_latex(self, standalone: bool = False) -> str:
-        from ..printers.latex import render_latex
-
-        return render_latex(self, standalone=standalone)
-
-    def _repr_latex_(self) -> str:
-        from ..printers.markdown import render_markdown
-
-        return render_markdown(self)
-
-    def _repr_html_(self) -> str | None:
-        """Jupyter: the derivation as MathML with the network's picture (None without
-        latex2mathml, so Jupyter falls back to ``_repr_latex_``)."""
-        from ..printers.mathml import available
-
-        if not available():
-            return None
-        from ..printers.html import render_html
-        from ..printers.svg import network_svg
-
-        return render_html(self, network_svg=network_svg(self.spec), fragment=True)
-
-
-def derive(spec: Spec) -> Derivation:
-    """Derive gradients and Hessians of ``spec`` (SymPy); see :class:`Derivation`."""
-    return Derivation(spec)

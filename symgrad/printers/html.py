@@ -13,6 +13,8 @@ anchor ``L<n>``.
 
 The worked example and the results (training curve, confusion matrix) are plain data handed in
 by the caller (:mod:`symgrad.runtime.page` computes them); this module only prints them.
+
+Longer than 400 lines on purpose: the escaping rules and the page's parts are audited together.
 """
 
 from __future__ import annotations

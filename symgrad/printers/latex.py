@@ -7,6 +7,9 @@ sits inside a product or a sum over x). Widths are estimated from the unicode pr
 layout of the same object (:func:`symgrad.printers.text.width`). Prose is LaTeX text with inline
 maths printed from its SymPy parts. ``render`` is the entry point of ``symgrad derive``. (Over
 400 lines: one ``_print_<Node>`` method per kind of object, plus the line breaking.)
+
+Longer than 400 lines on purpose: the printer subclass and the line-breaking of long chains
+share the width estimates.
 """
 
 from __future__ import annotations
@@ -417,18 +420,3 @@ def render_latex(d: Derivation, standalone: bool = False) -> str:
     if standalone:
         lines.append(r"\end{document}")
     return "\n".join(lines) + "\n"
-
-
-def render(d: Derivation, fmt: str = "latex", standalone: bool = False) -> str:
-    """Render in ``fmt``: ``latex`` (default), ``markdown`` or ``text``."""
-    if fmt == "latex":
-        return render_latex(d, standalone=standalone)
-    if fmt == "markdown":
-        from .markdown import render_markdown
-
-        return render_markdown(d)
-    if fmt == "text":
-        from .text import render_text
-
-        return render_text(d)
-    raise ValueError(f"unknown format {fmt!r}; expected latex, markdown or text")

@@ -22,6 +22,7 @@ oversized result :class:`~symgrad.errors.LimitError`, each with one line saying 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -68,18 +69,31 @@ def _cap(text: str, kind: str, fmt: str) -> None:
         )
 
 
-def _produce(kind: str, spec: Spec, fmt: str, standalone: bool, spec_file: str | None) -> str:
-    """The text itself (no budget here: the callers set it)."""
+def _produce(
+    kind: str,
+    spec: Spec,
+    fmt: str,
+    standalone: bool,
+    spec_file: str | None,
+    producer: str | None = None,
+) -> str:
+    """The text itself (no budget here: the callers set it).
+
+    ``producer`` ("symgrad.module:function", called as ``function(spec, spec_file=...)``) lets a
+    module above this one (the HTML page) run its work under the same budget without this module
+    importing it; the child process resolves it by name.
+    """
+    if producer is not None:
+        module, _, name = producer.partition(":")
+        if not module.startswith("symgrad."):
+            raise ValueError(f"producer {producer!r} is not part of symgrad")
+        return getattr(importlib.import_module(module), name)(spec, spec_file=spec_file)
     if kind == "module":
         from ..codegen import generate_source
 
         return generate_source(spec, spec_file=spec_file)
-    if fmt == "html":
-        from .page import derivation_page
-
-        return derivation_page(spec, spec_file=spec_file)
     from ..derivation import derive
-    from ..printers.latex import render
+    from ..printers.render import render
 
     return render(derive(spec), fmt, standalone=standalone)
 
@@ -96,21 +110,22 @@ def _run(
     standalone: bool = False,
     spec_file: str | None = None,
     budget: float | None = None,
+    producer: str | None = None,
 ) -> str:
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     seconds = total_seconds(budget)
     if clock_available():
         with total_budget(seconds, _what(kind, spec)):
-            text = _produce(kind, spec, fmt, standalone, spec_file)
+            text = _produce(kind, spec, fmt, standalone, spec_file, producer)
         _cap(text, kind, fmt)
         return text
-    key = (kind, spec.digest(), fmt, standalone, spec_file)
+    key = (kind, spec.digest(), fmt, standalone, spec_file, producer)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    text = _in_child(kind, spec, fmt, standalone, spec_file, seconds)
+    text = _in_child(kind, spec, fmt, standalone, spec_file, seconds, producer)
     with _CACHE_LOCK:
         _CACHE[key] = text
         while len(_CACHE) > _CACHE_SIZE:
@@ -138,8 +153,12 @@ def derivation_text(
     standalone: bool = False,
     spec_file: str | None = None,
     budget: float | None = None,
+    producer: str | None = None,
 ) -> str:
     """The derivation of ``spec`` as ``latex``, ``markdown``, ``text`` or ``html``, within budget.
+
+    HTML needs its ``producer`` (see :func:`_produce`); :func:`symgrad.runtime.page.bounded_page`
+    passes it.
 
     Raises:
         BudgetError: as :func:`module_source`.
@@ -148,8 +167,16 @@ def derivation_text(
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "html" and producer is None:
+        raise ValueError("HTML is produced by symgrad.runtime.page.bounded_page")
     return _run(
-        "derivation", spec, fmt=fmt, standalone=standalone, spec_file=spec_file, budget=budget
+        "derivation",
+        spec,
+        fmt=fmt,
+        standalone=standalone,
+        spec_file=spec_file,
+        budget=budget,
+        producer=producer,
     )
 
 
@@ -169,7 +196,13 @@ def _child_memory() -> int:
 
 
 def _in_child(
-    kind: str, spec: Spec, fmt: str, standalone: bool, spec_file: str | None, seconds: float
+    kind: str,
+    spec: Spec,
+    fmt: str,
+    standalone: bool,
+    spec_file: str | None,
+    seconds: float,
+    producer: str | None = None,
 ) -> str:
     memory = _child_memory()
     request = {
@@ -178,6 +211,7 @@ def _in_child(
         "fmt": fmt,
         "standalone": standalone,
         "spec_file": spec_file,
+        "producer": producer,
         "deadline": time.time() + seconds,  # wall clock: the child's start-up counts
         "seconds": seconds,
         "memory": memory,
@@ -258,7 +292,14 @@ def _child_main() -> None:  # pragma: no cover - runs in the child process
                 f"took it all); raise the budget with {TOTAL_ENV}=SECONDS"
             )
         with total_budget(seconds, what, left=left):
-            text = _produce(kind, spec, request["fmt"], request["standalone"], request["spec_file"])
+            text = _produce(
+                kind,
+                spec,
+                request["fmt"],
+                request["standalone"],
+                request["spec_file"],
+                request.get("producer"),
+            )
         _cap(text, kind, request["fmt"])
         reply = {"text": text}
     except SymgradError as exc:

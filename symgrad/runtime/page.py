@@ -104,3 +104,13 @@ def write_report(
     merged = merge_results(old, results)
     atomic_write_text(path, derivation_page(spec, results=merged, spec_file=spec_file))
     return path
+
+
+def bounded_page(spec, spec_file: str | None = None, *, budget: float | None = None) -> str:
+    """:func:`derivation_page` within the total time budget and the size cap, from any thread
+    (see :mod:`symgrad.runtime.bounded`)."""
+    from .bounded import derivation_text
+
+    return derivation_text(
+        spec, "html", spec_file=spec_file, budget=budget, producer=f"{__name__}:derivation_page"
+    )

@@ -48,7 +48,7 @@ from .verification.common import FLOOR, HESSIAN_COLUMNS, HESSIAN_MAX, TOLERANCE,
 from .verification.context import Context
 from .verification.report import Report, Row
 from .verification.rows import rows_of
-from .verification.steps import step_rows
+from .verification.updates import step_rows
 
 __all__ = [
     "FLOOR",

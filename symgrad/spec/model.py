@@ -2,6 +2,9 @@
 
 Every validation error is a :class:`~symgrad.errors.SpecError` naming the YAML path
 (``layers[1].activation``) and what was expected.
+
+Longer than 400 lines on purpose: the models, the safe YAML loader and the cross-checks are
+the one description of what a valid spec is.
 """
 
 from __future__ import annotations

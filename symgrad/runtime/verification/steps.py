@@ -34,26 +34,7 @@ def is_step(eq) -> bool:
     )
 
 
-def step_rows(ctx: Context, equations) -> dict[str, Row]:
-    """Rows for the optimiser's step (``opt.*``, ``reg.prox``) and Newton's method."""
-    from .newton import newton_opt_rows, newton_rows
-
-    steps = [eq for eq in equations if is_step(eq)]
-    rows: dict[str, Row] = {}
-    newton = [eq for eq in steps if eq.key.startswith("newton")]
-    first = [eq for eq in steps if not eq.key.startswith("newton")]
-    if newton:
-        rows.update(newton_rows(ctx, newton))
-    if first:
-        opt = _optimizer(ctx)
-        if ctx.spec.optimizer.name == "newton" or (opt is not None and not opt.first_order):
-            rows.update(newton_opt_rows(ctx, first))
-        else:
-            rows.update(_optimizer_rows(ctx, first, opt))
-    return rows
-
-
-def _optimizer(ctx: Context):
+def optimizer_of(ctx: Context):
     from ... import optimizers
 
     try:
@@ -143,7 +124,7 @@ def trainer_after_epoch(ctx: Context, mb: int):
     return twin
 
 
-def _optimizer_rows(ctx: Context, eqs, opt) -> dict[str, Row]:
+def optimizer_rows(ctx: Context, eqs, opt) -> dict[str, Row]:
     name = ctx.spec.optimizer.name
     if opt is None:
         note = f"not evaluable: optimiser {name!r} is not registered in symgrad.optimizers"
