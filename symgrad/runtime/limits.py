@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 
+from .. import optimizers
 from ..errors import LimitError
 from ..spec import MAX_HESSIAN_PARAMS, MAX_INPUTS, MAX_LAYERS, MAX_UNITS, NEWTON_EXACT_MAX, Spec
 
@@ -44,18 +45,6 @@ MODEL_BYTES_PER_PARAMETER = 48
 
 #: A size: a number of bytes, or with a suffix K, M, G or T (powers of 1024; ``GiB``, ``GB``).
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
-
-#: Parameter-sized vectors per optimiser: its state (velocity, squares, moments).
-_STATE_VECTORS = {
-    "gd": 0,
-    "sgd": 0,
-    "momentum": 1,
-    "nesterov": 1,
-    "adagrad": 1,
-    "rmsprop": 1,
-    "adam": 2,
-    "newton": 0,
-}
 
 
 def _batch_bytes(spec: Spec, m: int, itemsize: int) -> int:
@@ -93,7 +82,7 @@ def training_memory_bytes(
     n = int(n_samples)
     m = min(int(batch_size or spec.optimizer.batch_size or n), n)
     d, K, P = spec.inputs, spec.outputs, spec.n_params
-    k = _STATE_VECTORS[spec.optimizer.name]
+    k = len(optimizers.get(spec.optimizer.name).state)  # its parameter-sized state vectors
     if spec.optimizer.name in ("gd", "sgd", "momentum") and not (
         spec.regularization.l2 or spec.regularization.l1
     ):
