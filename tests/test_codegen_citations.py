@@ -54,7 +54,7 @@ def _printed_citations(source: str) -> Counter:
     return found
 
 
-@pytest.mark.parametrize(("spec", "spec_file"), _cases())
+@pytest.mark.parametrize(("spec", "spec_file"), list(_cases()))
 def test_the_map_names_every_citation_with_its_key(spec, spec_file):
     source, citations = generate_with_citations(spec, spec_file=spec_file)
     assert source == generate_source(spec, spec_file)  # byte for byte

@@ -127,7 +127,7 @@ def _enclosing_functions(source: str) -> dict[int, str]:
     return where
 
 
-@pytest.mark.parametrize("spec", _cases())
+@pytest.mark.parametrize("spec", list(_cases()))
 def test_every_cited_equation_is_the_one_implemented_there(spec):
     d = symgrad.derive(spec)
     source, context = render(d, "net.yaml")
@@ -159,7 +159,7 @@ def test_a_citation_names_the_key_not_a_fixed_number():
         assert f'"""The forward pass ({forward})' in source
 
 
-@pytest.mark.parametrize("spec", _cases())
+@pytest.mark.parametrize("spec", list(_cases()))
 def test_gradients_are_named_as_in_the_derivation(spec):
     d = symgrad.derive(spec)
     model = symgrad.load_trainer(spec)
