@@ -13,6 +13,7 @@ ROOT = Path(symgrad.__file__).resolve().parent
 RANK = {
     "_version": 0,
     "errors": 0,
+    "_paths": 0,
     "spec": 1,
     "calculus": 2,
     "optimizers": 3,

@@ -16,6 +16,7 @@ import jinja2
 import yaml
 
 from .. import optimizers
+from .._paths import template_root
 from .._version import __version__
 from ..derivation import Derivation, derive
 from ..derivation import notation as nt
@@ -34,11 +35,7 @@ TEMPLATE = "trainer.py.jinja"
 
 def template_dir() -> Path:
     """Where the templates are: inside the installed package, or ``templates/`` of a checkout."""
-    here = Path(__file__).resolve().parent.parent  # the symgrad package
-    for candidate in (here / "templates", here.parent / "templates"):
-        if (candidate / TEMPLATE).is_file():
-            return candidate
-    raise FileNotFoundError(f"{TEMPLATE} not found next to {here}")  # pragma: no cover
+    return template_root(TEMPLATE)
 
 
 @lru_cache(maxsize=1)

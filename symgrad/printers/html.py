@@ -31,6 +31,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from .._paths import template_root
 from ..derivation import Derivation
 from . import latex as L
 from .mathml import latex_to_mathml
@@ -230,11 +231,8 @@ def _pygments_css() -> str:
 
 
 def _template_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent  # the symgrad package
-    for candidate in (here / "templates", here.parent / "templates"):
-        if (candidate / TEMPLATE).is_file():
-            return candidate
-    raise FileNotFoundError(f"{TEMPLATE} not found next to {here}")  # pragma: no cover
+    """Where the templates are: inside the installed package, or ``templates/`` of a checkout."""
+    return template_root(TEMPLATE)
 
 
 @lru_cache(maxsize=1)
