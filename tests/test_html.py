@@ -394,7 +394,9 @@ def test_code_panel_with_pygments_keeps_lines():
     lines = H._highlight_lines(source)
     assert len(lines) == 4
     assert all(x.count("<span") == x.count("</span>") for x in lines)
-    assert re.sub(r"<[^>]+>", "", lines[1]) == "    &quot;&quot;&quot;Doc"
+    # Pygments versions differ in whether they escape quotes in text (both are safe HTML)
+    text = re.sub(r"<[^>]+>", "", lines[1])
+    assert "<" not in text and unescape(text) == '    """Doc'
 
 
 # -- reports -------------------------------------------------------------------------------------
