@@ -3,13 +3,17 @@
 The pipeline, one package per stage: ``spec`` (validated data) -> ``calculus`` (SymPy) ->
 ``derivation`` (the IR) -> ``printers`` (LaTeX, text, code) -> ``codegen`` (templates) ->
 ``runtime`` (loader, checks, adapters); ``data`` reads training data; ``cli`` sits on top.
+
+``symgrad.derive`` and ``symgrad.generate_source`` are the bounded entry points of
+:mod:`symgrad.runtime.bounded`: one time budget and a memory limit from any thread (the stage
+functions ``symgrad.derivation.derive`` and ``symgrad.codegen.generate_source`` have none).
 """
 
 from ._version import __version__
-from .codegen import generate_source
-from .derivation import Derivation, derive
+from .derivation import Derivation
 from .errors import DataError, ExpressionError, SpecError, SymgradError
 from .printers import jupyter as _jupyter
+from .runtime.bounded import derive, generate_source
 from .runtime.loader import load_trainer
 from .spec import Spec, load_spec
 

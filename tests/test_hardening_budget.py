@@ -124,6 +124,46 @@ def test_a_slow_expression_from_a_thread_is_bounded():
     assert elapsed < 8 + bounded.CHILD_GRACE_SECONDS
 
 
+def test_library_derive_is_bounded_in_the_main_thread():
+    """``symgrad.derive`` itself (not only the CLI) has the total budget."""
+    spec = symgrad.load_spec(P100)
+    t0 = time.perf_counter()
+    with pytest.raises(BudgetError) as info:
+        symgrad.derive(spec, budget=5)
+    elapsed = time.perf_counter() - t0
+    assert str(info.value) == budget_message("deriving 'p100'", 5)
+    assert 4.5 <= elapsed < 8
+
+
+@pytest.mark.parametrize(
+    "entry, what",
+    [("derive", "deriving 'p100'"), ("generate_source", "generating the module of 'p100'")],
+)
+def test_library_entry_points_are_bounded_in_a_thread(entry, what):
+    """Issue 11, item 16: the library API called from a thread (a web server, a notebook
+    worker) is bounded too, not only the CLI and load_trainer."""
+    spec = symgrad.load_spec(P100)
+    error, elapsed = in_thread(getattr(symgrad, entry), spec, budget=5, timeout=60)
+    print(f"symgrad.{entry} in a thread: {type(error).__name__} after {elapsed:.1f} s")
+    assert isinstance(error, BudgetError), error
+    assert str(error) == budget_message(what, 5)
+    assert elapsed < 5 + bounded.CHILD_GRACE_SECONDS
+
+
+def test_library_entry_points_in_a_thread_give_the_main_threads_answers():
+    from symgrad.codegen import generate_source as generate_stage
+    from symgrad.printers.render import render
+
+    path = ROOT / "examples" / "xor.yaml"
+    here = symgrad.derive(path)
+    there, _ = in_thread(symgrad.derive, path)
+    assert isinstance(there, symgrad.Derivation)
+    assert render(there, "latex") == render(here, "latex")
+    source, _ = in_thread(symgrad.generate_source, path)
+    assert source == symgrad.generate_source(path)
+    assert source == generate_stage(path)  # the unbounded stage function, same bytes
+
+
 # -- the child process gives the same answers ----------------------------------------------------
 
 

@@ -30,11 +30,16 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..calculus.budget import TOTAL_ENV, clock_available, total_budget, total_seconds
 from ..errors import BudgetError, ExpressionError, LimitError, SpecError, SymgradError
 from ..spec import Spec, load_spec, spec_from_dict
 from .limits import format_bytes, memory_limit_bytes
+
+if TYPE_CHECKING:
+    from ..derivation import Derivation
 
 #: Largest generated module, in bytes of UTF-8 (the examples need under 100 kB).
 MAX_MODULE_BYTES = 2_000_000
@@ -178,6 +183,48 @@ def derivation_text(
         budget=budget,
         producer=producer,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The library's entry points: ``symgrad.derive`` and ``symgrad.generate_source``
+
+
+def derive(spec: Spec | str | os.PathLike, *, budget: float | None = None) -> Derivation:
+    """The :class:`~symgrad.derivation.Derivation` of ``spec`` (a Spec or a YAML path), derived
+    within ``budget`` seconds (default ``$SYMGRAD_TIME_BUDGET`` or 60 s) from any thread.
+
+    In the main thread the derivation runs here under the ``SIGALRM`` budget. In another thread
+    it is first derived and printed in a child process with the budget and the memory limit (the
+    SymPy objects themselves do not travel between processes: their pickles lose the order
+    SymPy prints them in); only when that finished in time is the same deterministic work done
+    here, so a spec that would run away is refused before it can take this process. The child's
+    result is cached by spec hash, so a second call pays for the derivation once.
+
+    Raises:
+        BudgetError: the work ran past ``budget``, or past the child's memory limit.
+        LimitError: its printed form would be larger than :data:`MAX_DERIVATION_BYTES`.
+    """
+    from ..derivation import derive as _derive
+
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    if clock_available():
+        with total_budget(total_seconds(budget), _what("derivation", spec)):
+            return _derive(spec)
+    _run("derivation", spec, fmt="text", budget=budget)  # bounded proof that it terminates
+    return _derive(spec)
+
+
+def generate_source(
+    spec: Spec | str | os.PathLike, spec_file: str | None = None, *, budget: float | None = None
+) -> str:
+    """The trainer module's source for ``spec`` (a Spec or a YAML path), derived and printed
+    within ``budget`` seconds from any thread (see :func:`module_source`); ``spec_file`` is the
+    path the module's header names (default: the path given, else ``<name>.yaml``)."""
+    if not isinstance(spec, Spec):
+        spec_file = spec_file or Path(spec).as_posix()
+        spec = load_spec(spec)
+    return module_source(spec, spec_file or f"{spec.name}.yaml", budget=budget)
 
 
 # ---------------------------------------------------------------------------------------
