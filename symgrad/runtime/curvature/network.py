@@ -16,6 +16,10 @@ Curvature by the pre-activations is carried as factors: ``S_G = R diag(sign) R^T
 ``(m, K, c)``; back-propagated, ``M_l = f'_l * (W_{l+1}^T M_{l+1})`` gives the Gauss-Newton
 matrix of layer ``l``'s pre-activations ``M_l diag(sign) M_l^T`` per sample. No ``P x P``
 matrix is ever formed here.
+
+Longer than 400 lines on purpose: the forward pass, the per-sample Jacobian and Gauss-Newton
+factors and their block sweeps share one layout of ``theta`` and one set of activation
+derivatives; split, each part would re-state that layout.
 """
 
 from __future__ import annotations

@@ -32,6 +32,10 @@ Conventions (and how they map onto laplace-torch's):
   diag f_var)``. Regression: the mean output and its covariance ``f_var`` (of the function; add
   ``sigma_noise**2`` for a new observation).
 - The L1 term of a spec is not part of the prior (its curvature is zero almost everywhere).
+
+Longer than 400 lines on purpose: one class holds the four structures because fitting, the
+evidence, its gradient in the prior precision and the predictive all read the same factorised
+precision (eigen-decomposition, Cholesky or Kronecker factors) that it caches.
 """
 
 from __future__ import annotations
@@ -129,8 +133,9 @@ class Laplace:
 
     # -- construction ------------------------------------------------------------------------
     def _dense(self, model, X, Y, exact: bool) -> np.ndarray:
-        """``H`` of the summed loss: the GLM closed form without hidden layers, else n times
-        the trainer's (``hessian`` or ``gauss_newton``) less its L2 term."""
+        """``H`` of the summed loss: the GLM closed form without hidden layers; else the exact
+        Hessian as n times ``model.hessian`` less its L2 term, and the Gauss-Newton matrix as
+        ``F^T diag(sign) F`` (:meth:`Network.ggn_dense_sum`, one GEMM per block of samples)."""
         net = self.net
         if net.L == 1:
             return _glm_curvature(net, self.theta, X, Y, exact)
@@ -392,9 +397,28 @@ class Laplace:
         """``2 d lml / d log delta_g`` (with the value ``delta[g]`` shared in group g)."""
         self._delta = delta
         self._chol = None
-        var = self.posterior_variance()
         d = delta[g[0]]
-        return float(g.size - d * np.sum(var[g]) - d * np.sum(self.theta[g] ** 2))
+        return float(g.size - d * self._trace(g) - d * np.sum(self.theta[g] ** 2))
+
+    def _trace(self, g: np.ndarray) -> float:
+        """``tr_g(Lambda^{-1})``: the posterior variances of group g summed. Over whole
+        eigen-decomposed blocks it is the sum of the inverse eigenvalues (no rotation)."""
+        whole = g.size == self.n_params
+        if whole and self._H is not None and self._use_eig() is not None:
+            lam = self._dense_eig()[0] / self._sigma**2 + float(self._delta[0])
+            self._positive(lam)
+            return float(np.sum(1.0 / lam))
+        if self._kron is not None:
+            total = 0.0
+            for layer, (_, Dw, Db) in zip(self.net.layers, self._kron_eigs()):
+                self._positive(Dw)
+                self._positive(Db)
+                if whole or g[0] == layer.w.start:
+                    total += float(np.sum(1.0 / Dw))
+                if whole or g[0] == layer.b.start:
+                    total += float(np.sum(1.0 / Db))
+            return total
+        return float(np.sum(self.posterior_variance()[g]))
 
     def _bisect(self, g: np.ndarray, delta: np.ndarray, tol: float) -> float:
         def grad(t):
