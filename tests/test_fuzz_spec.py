@@ -414,6 +414,16 @@ HOSTILE = {
     "name_class": (BASE.replace("name: xor", "name: class"), E, "name"),
     "name_print": (BASE.replace("name: xor", "name: print"), E, "name"),
     "name_list": (BASE.replace("name: xor", "name: list"), E, "name"),
+    # found by the slow fuzzer: the class name is a keyword or a built-in (class True, class
+    # ValueError, class FloatingPointError: DivergenceError's base)
+    "name_true": (BASE.replace("name: xor", "name: 'true'"), E, "name"),
+    "name_none": (BASE.replace("name: xor", "name: none"), E, "name"),
+    "name_value_error": (BASE.replace("name: xor", "name: value_error"), E, "name"),
+    "name_floating_point_error": (
+        BASE.replace("name: xor", "name: floating_point_error"),
+        E,
+        "name",
+    ),
     "name_unicode": (BASE.replace("name: xor", "name: ñame"), E, "name"),
     "name_cyrillic": (BASE.replace("name: xor", "name: хor"), E, "name"),
     "bom": ("\ufeff" + BASE, OK, ""),

@@ -156,9 +156,15 @@ class Spec(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         v = _check_identifier(v, "name")
-        if "".join(p[:1].upper() + p[1:] for p in v.split("_") if p) in _GENERATED_GLOBALS:
+        class_name = "".join(p[:1].upper() + p[1:] for p in v.split("_") if p)
+        if class_name in _GENERATED_GLOBALS:
             raise ValueError(
                 f"name {v!r} would shadow a name of the generated module; choose another"
+            )
+        if class_name in _RESERVED:  # "true" -> class True, "value_error" -> class ValueError
+            raise ValueError(
+                f"name {v!r} would name the generated class {class_name!r}, a Python keyword or "
+                "built-in name; choose another"
             )
         return v
 
