@@ -39,8 +39,9 @@ class softplus(sp.Function):  # noqa: N801 - SymPy function names are lower case
     def _eval_rewrite_as_exp(self, x, **kwargs):
         return sp.log(1 + sp.exp(x))
 
-    def _latex(self, printer):
-        return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+    def _latex(self, printer, exp=None):
+        tex = r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+        return tex if exp is None else r"%s^{%s}" % (tex, exp)
 
 
 class logsumexp(sp.Function):  # noqa: N801
@@ -63,8 +64,9 @@ class sigma(sp.Function):  # noqa: N801
     def fdiff(self, argindex=1):
         return sigma(self.args[0]) * (1 - sigma(self.args[0]))
 
-    def _latex(self, printer):
-        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+    def _latex(self, printer, exp=None):
+        tex = r"\sigma\left(%s\right)" % printer._print(self.args[0])
+        return tex if exp is None else r"%s^{%s}" % (tex, exp)  # a power: sigma(z)^{2}
 
 
 # ---------------------------------------------------------------------------------------
@@ -135,7 +137,7 @@ def tidy(expr: sp.Expr, var: sp.Symbol = a) -> sp.Expr:
         if isinstance(f, sp.Add) and f.coeff(var).is_Number and f.coeff(var) < 0:
             f, sign = sp.expand(-f), -sign
         factors.append(f)
-    if sign == -1:
+    if sign < 0:
         for i, f in enumerate(factors):
             const = f.as_independent(var)[0] if isinstance(f, sp.Add) else None
             if const is not None and const.is_Number and const < 0:
@@ -352,7 +354,15 @@ def _candidates_exp(f: sp.Expr, df: sp.Expr) -> list[sp.Expr]:
     dfe = df.rewrite(sp.exp).subs(sp.exp(z), u)
     if fe.has(z) or dfe.has(z):
         return []
-    return [sp.simplify(dfe.subs(u, sol)) for sol in sp.solve(sp.Eq(a, fe), u)]
+    # dfe and every solution are rational in u (and in a or e^a): cancelled, then the shortest of
+    # its factored (textbook signs) and expanded forms; sympy.simplify took ten times as long
+    out = []
+    # check=False: SymPy's own check of each root costs more than the solve, and every
+    # candidate g is proved (g(f(z)) = f'(z)) before it is used
+    for sol in sp.solve(sp.Eq(a, fe), u, check=False):
+        g = sp.factor(sp.cancel(dfe.subs(u, sol)))
+        out.append(min((tidy(g), sp.expand(g)), key=sp.count_ops))
+    return out
 
 
 def _output_form_smooth(f: sp.Expr, df: sp.Expr) -> sp.Expr | None:
@@ -373,7 +383,7 @@ def _output_form_smooth(f: sp.Expr, df: sp.Expr) -> sp.Expr | None:
             g = sp.factor(g) if sp.count_ops(sp.factor(g)) <= sp.count_ops(g) else g
             if g.has(z) or not _elementary(g) or g.free_symbols - {a, alpha}:
                 continue
-            if _is_zero(g.subs(a, f) - df):
+            if _proved_equal(g.subs(a, f), df):
                 found.append(g)
         if found:
             break
@@ -433,7 +443,7 @@ def _activation(name: str, expr: sp.Expr, custom: bool) -> ActivationCalculus:
         if not isinstance(h, sp.Piecewise):
             # exp(-a) - exp(-2a) rather than (e^a - 1) e^{-2a}: the factored form overflows
             h = sp.expand(h) if h.has(sp.exp) else sp.factor(h)
-        if isinstance(expr, sp.Piecewise) or _is_zero(h.subs(a, expr) - d2f):
+        if isinstance(expr, sp.Piecewise) or _proved_equal(h.subs(a, expr), d2f):
             d2f_out = h
     df_z = _readable_z(expr, df, df_out)
     d2f_z = _readable_z(expr, d2f, d2f_out)
