@@ -22,9 +22,8 @@ from conftest import make, weight_mask
 
 import symgrad
 from symgrad import optimizers
-from symgrad.codegen.generate import render
 from symgrad.optimizers.base import Optimizer, Update, eta, g, theta
-from symgrad.runtime.loader import import_module_from_source
+from symgrad.spec import registry
 
 # A tiny, hand-checkable regression problem: 2 inputs -> 1 identity output, 4 samples.
 X4 = np.array([[1.0, 2.0], [-1.0, 0.5], [0.0, -1.0], [2.0, 1.0]])
@@ -381,23 +380,31 @@ def test_sgd_minibatch_penalty_is_that_of_loss_on_the_training_set():
     assert not np.allclose(model.theta, per_batch, rtol=1e-6, atol=1e-9)  # lambda_2/m differs
 
 
-def test_a_new_optimizer_is_one_object(monkeypatch):
-    """An optimiser registered here (sign descent: theta <- theta - eta sign(g)) trains through
-    the generated code with nothing else added."""
-    # a copy of the registry for this test only: other tests draw from the registered names
-    monkeypatch.setattr(optimizers.base, "_REGISTRY", dict(optimizers.base._REGISTRY))
-    toy = optimizers.register(
-        Optimizer(
-            name="toy_sign_descent",
-            title="sign descent",
-            updates=(Update(theta, theta - eta * sp.sign(g)),),
-            prose="Each parameter moves by eta against the sign of its gradient.",
+def test_a_new_optimizer_is_one_object():
+    """An optimiser registered here (sign descent: theta <- theta - eta sign(g)) is a name a spec
+    may give and trains through the generated code with nothing else added."""
+    with pytest.raises(symgrad.SpecError, match="^optimizer.name: expected one of .*"):
+        symgrad.load_spec(linear_spec("toy_sign_descent"))
+    # registered for this test only: other tests draw from the registered names
+    with registry.restored():
+        toy = optimizers.register(
+            Optimizer(
+                name="toy_sign_descent",
+                title="sign descent",
+                updates=(Update(theta, theta - eta * sp.sign(g)),),
+                prose="Each parameter moves by eta against the sign of its gradient.",
+            )
         )
-    )
-    assert optimizers.get("toy_sign_descent") is toy
-    spec = symgrad.load_spec(linear_spec("gd"))
-    source, _ = render(symgrad.derive(spec), "toy.yaml", optimizer=toy)
-    model = getattr(import_module_from_source(source, "toy_sign"), spec.class_name)()
+        assert optimizers.get("toy_sign_descent") is toy
+        assert "toy_sign_descent" in optimizers.names()
+        spec = symgrad.load_spec(linear_spec("toy_sign_descent"))
+        assert spec.optimizer.name == "toy_sign_descent"
+        source = symgrad.generate_source(spec)
+        model = symgrad.load_trainer(spec)  # the memory estimate reads the registered optimiser
+        assert "sign descent" in source
+    assert "toy_sign_descent" not in optimizers.names()
+    with pytest.raises(KeyError):
+        optimizers.get("toy_sign_descent")
     theta0 = model.get_flat()
     model.fit(X4, Y4, epochs=3, shuffle=False)
     g_ = grad_fn(linear_spec("gd"))
@@ -405,7 +412,6 @@ def test_a_new_optimizer_is_one_object(monkeypatch):
     for _ in range(3):
         expected = expected - HYPER["learning_rate"] * np.sign(g_(expected))
     assert_params(model.theta, expected)
-    assert "sign descent" in source
 
 
 @pytest.mark.parametrize("name", ["gd", "momentum", "adam", "sgd"])

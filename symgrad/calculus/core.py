@@ -11,10 +11,12 @@ forms and stable losses are one idea (what SymPy derives from an activation and 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import sympy as sp
 
+from ..spec import registry
 from .budget import BudgetExceeded, attempt, time_budget
 from .exprparse import parse_expression
 
@@ -70,31 +72,121 @@ class sigma(sp.Function):  # noqa: N801
 
 
 # ---------------------------------------------------------------------------------------
-# Registry: a name and a SymPy expression, nothing else.
+# Registry: each built-in activation and loss is one call here carrying its SymPy expression and
+# the facts the spec checks; it lands in :mod:`symgrad.spec.registry`, which the spec validates
+# against and the functions below read. Nothing else names a built-in.
 
-_BUILTIN_ACTIVATIONS: dict[str, sp.Expr] = {
-    "identity": z,
-    "sigmoid": 1 / (1 + sp.exp(-z)),
-    "tanh": sp.tanh(z),
-    "relu": sp.Piecewise((z, z > 0), (0, True)),
-    "leaky_relu": sp.Piecewise((z, z > 0), (alpha * z, True)),
-    "softplus": sp.log(1 + sp.exp(z)),
-    "elu": sp.Piecewise((z, z > 0), (alpha * (sp.exp(z) - 1), True)),
-}
-_DEFAULT_ALPHA = {"leaky_relu": sp.Rational(1, 100), "elu": sp.Integer(1)}
 
-_BUILTIN_LOSSES: dict[str, sp.Expr] = {
-    "mse": (a - y) ** 2 / 2,
-    "log_loss": -(y * sp.log(a) + (1 - y) * sp.log(1 - a)),
-    "cross_entropy": -y * sp.log(a),
-}
+@dataclass(frozen=True)
+class ActivationDefinition:
+    """What the registry carries for the calculus: ``f(z)`` (in ``z`` and, when it takes the
+    parameter, ``alpha``) with the exact default of ``alpha``; or ``derive``, which derives a
+    vector activation (softmax) itself."""
+
+    expr: sp.Expr | None
+    default: sp.Expr | None = None
+    derive: Callable[[], ActivationCalculus] | None = None
+
+
+@dataclass(frozen=True)
+class LossDefinition:
+    """What the registry carries for the calculus: ``l(a, y)`` and how prose names the loss."""
+
+    expr: sp.Expr
+    title: str
+
+
+def define_activation(
+    name: str,
+    expr: sp.Expr | None = None,
+    *,
+    alpha_default: float | sp.Expr | None = None,
+    derive: Callable[[], ActivationCalculus] | None = None,
+    **facts,
+) -> ActivationDefinition:
+    """Define the built-in activation ``name``: all it takes to add one.
+
+    ``expr`` is ``f(z)``; when it holds :data:`alpha`, layers may give ``alpha`` and
+    ``alpha_default`` is its value otherwise. A vector activation gives ``derive`` instead.
+    ``facts`` are what the spec checks (:class:`symgrad.spec.registry.ActivationFacts`:
+    ``output_only``, ``min_units``, ``needs_loss``, ``classifier``). f', f'', the output form,
+    the printed equations and the generated code follow from the expression.
+    """
+    if (expr is None) == (derive is None):
+        raise ValueError(f"activation {name!r}: give its expression or derive, not both")
+    takes_alpha = expr is not None and expr.has(alpha)
+    if takes_alpha != (alpha_default is not None):
+        raise ValueError(f"activation {name!r}: alpha_default goes with an expression in alpha")
+    default = sp.nsimplify(alpha_default) if takes_alpha else None
+    definition = ActivationDefinition(expr, default, derive)
+    registry.register_activation(
+        name,
+        parameter="alpha" if takes_alpha else None,
+        default=float(default) if default is not None else None,
+        definition=definition,
+        **facts,
+    )
+    return definition
+
+
+def define_loss(name: str, expr: sp.Expr, *, title: str, **facts) -> LossDefinition:
+    """Define the built-in loss ``name``: ``l(a, y)`` per output unit, how prose names it, and
+    the facts the spec checks (:class:`symgrad.spec.registry.LossFacts`: ``outputs``,
+    ``custom_outputs``, ``output_error``, ``classifier``)."""
+    definition = LossDefinition(expr, title)
+    registry.register_loss(name, definition=definition, **facts)
+    return definition
+
+
+define_activation("identity", z)
+define_activation("sigmoid", 1 / (1 + sp.exp(-z)), classifier=True)
+define_activation("tanh", sp.tanh(z))
+define_activation("relu", sp.Piecewise((z, z > 0), (0, True)))
+define_activation(
+    "leaky_relu", sp.Piecewise((z, z > 0), (alpha * z, True)), alpha_default=sp.Rational(1, 100)
+)
+define_activation("softplus", sp.log(1 + sp.exp(z)))
+define_activation("elu", sp.Piecewise((z, z > 0), (alpha * (sp.exp(z) - 1), True)), alpha_default=1)
+# softmax is defined with its derivation below (_softmax)
+
+define_loss("mse", (a - y) ** 2 / 2, title="quadratic cost (mean squared error)")
+define_loss(
+    "log_loss",
+    -(y * sp.log(a) + (1 - y) * sp.log(1 - a)),
+    title="log loss (binary cross-entropy)",
+    outputs=("sigmoid",),
+    custom_outputs=True,
+    output_error="needs outputs in (0, 1): a sigmoid output layer, not {activation!r}",
+    classifier=True,
+)
+define_loss(
+    "cross_entropy",
+    -y * sp.log(a),
+    title="categorical cross-entropy",
+    outputs=("softmax",),
+    output_error="needs a softmax output layer; use log_loss with sigmoid",
+    classifier=True,
+)
+
+
+class _Titles(Mapping):
+    """Built-in loss name -> how prose names it (a live view of the registry)."""
+
+    def __getitem__(self, name: str) -> str:
+        entry = registry.loss(name)
+        if entry is None:
+            raise KeyError(name)
+        return entry.definition.title
+
+    def __iter__(self):
+        return iter(registry.losses())
+
+    def __len__(self) -> int:
+        return len(registry.losses())
+
 
 #: How each built-in loss is named in prose.
-LOSS_TITLES = {
-    "mse": "quadratic cost (mean squared error)",
-    "log_loss": "log loss (binary cross-entropy)",
-    "cross_entropy": "categorical cross-entropy",
-}
+LOSS_TITLES: Mapping[str, str] = _Titles()
 
 
 #: Functions with kinks: ``simplify`` turns ``sign(x)`` into ``x/|x|`` (0/0 at the kink), so
@@ -463,15 +555,19 @@ def activation_calculus(
     name: str, custom: dict[str, str] | None = None, alpha_value: float | None = None
 ) -> ActivationCalculus:
     """The calculus of activation ``name`` (built in, or a custom expression in ``z``)."""
-    if name == "softmax":
-        return _softmax()
     custom = custom or {}
     if name in custom:
         expr = parse_expression(custom[name], {"z": z}, where=f"activations.{name}")
         return _activation(name, expr, True)
-    expr = _BUILTIN_ACTIVATIONS[name]
+    entry = registry.activation(name)
+    if entry is None:
+        raise KeyError(name)
+    definition: ActivationDefinition = entry.definition
+    if definition.derive is not None:
+        return definition.derive()
+    expr = definition.expr
     if expr.has(alpha):
-        value = sp.nsimplify(alpha_value) if alpha_value is not None else _DEFAULT_ALPHA[name]
+        value = sp.nsimplify(alpha_value) if alpha_value is not None else definition.default
         expr = expr.subs(alpha, value)
     return _activation(name, expr, False)
 
@@ -515,6 +611,16 @@ def _softmax() -> ActivationCalculus:
     )
 
 
+define_activation(
+    "softmax",
+    derive=_softmax,
+    output_only=True,
+    min_units=2,
+    needs_loss=("cross_entropy",),
+    classifier=True,
+)
+
+
 # ---------------------------------------------------------------------------------------
 # Losses
 
@@ -556,7 +662,10 @@ def loss_expression(name: str, custom: dict[str, str] | None = None) -> tuple[sp
     custom = custom or {}
     if name in custom:
         return parse_expression(custom[name], {"a": a, "y": y}, where=f"losses.{name}"), True
-    return _BUILTIN_LOSSES[name], False
+    entry = registry.loss(name)
+    if entry is None:
+        raise KeyError(name)
+    return entry.definition.expr, False
 
 
 def _stable_rewrites(act: ActivationCalculus) -> list[tuple[sp.Expr, sp.Expr]]:

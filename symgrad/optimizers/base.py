@@ -4,7 +4,7 @@ An optimiser's update is a list of assignments ``target <- expression`` over sca
 (one element of the flat parameter vector), applied in order: the derivation prints them
 (``symgrad derive``) and the code generator prints the same expressions into the trainer's
 training loop. Adding an optimiser is one new module in this package that calls :func:`register`
-(and one import line in ``__init__.py``).
+(the package imports every module in it; the spec accepts every registered name).
 
 The gradient ``g`` is that of the smooth part of the cost on the mini-batch,
 ``(1/m) sum_x dC_x/dtheta + (lambda_2/N) w``. An L1 penalty is not in ``g``: after the update,
@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy as sp
+
+from ..spec import registry
 
 # Scalar symbols shared by every update rule (one element of the flat vectors).
 theta = sp.Symbol("theta", real=True)  # a parameter
@@ -80,20 +82,21 @@ class Optimizer:
         return any(t in u.value.free_symbols for u in self.updates)
 
 
-_REGISTRY: dict[str, Optimizer] = {}
-
-
 def register(opt: Optimizer) -> Optimizer:
-    """Add ``opt`` to the registry (its ``name`` is what a spec's ``optimizer.name`` selects)."""
-    _REGISTRY[opt.name] = opt
+    """Add ``opt`` to the registry (:mod:`symgrad.spec.registry`): its ``name`` is then what a
+    spec's ``optimizer.name`` may select. Registering a name again replaces it."""
+    registry.register_optimizer(opt.name, opt)
     return opt
 
 
 def get(name: str) -> Optimizer:
-    """The registered optimiser ``name``."""
-    return _REGISTRY[name]
+    """The registered optimiser ``name`` (KeyError when there is none)."""
+    entry = registry.optimizer(name)
+    if entry is None:
+        raise KeyError(name)
+    return entry.definition
 
 
 def names() -> tuple[str, ...]:
     """Registered optimiser names, in registration order."""
-    return tuple(_REGISTRY)
+    return registry.optimizers()

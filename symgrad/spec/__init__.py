@@ -1,5 +1,6 @@
 """The model spec: plain validated data read from ``net.yaml`` (knows nothing about SymPy)."""
 
+from . import registry
 from .model import (
     BUILTIN_ACTIVATIONS,
     BUILTIN_LOSSES,
@@ -35,5 +36,6 @@ __all__ = [
     "Spec",
     "load_spec",
     "parse_yaml",
+    "registry",
     "spec_from_dict",
 ]

@@ -23,20 +23,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from ..errors import SpecError
+from . import registry
 
-#: Built-in activations; ``softmax`` is allowed on the output layer only.
-BUILTIN_ACTIVATIONS = (
-    "identity",
-    "sigmoid",
-    "tanh",
-    "relu",
-    "leaky_relu",
-    "softplus",
-    "elu",
-    "softmax",
-)
-#: Built-in losses (per sample and output unit; the cost averages over the n samples).
-BUILTIN_LOSSES = ("mse", "log_loss", "cross_entropy")
+#: Built-in activations and losses: live views of the registry (see :mod:`.registry`), filled
+#: where the calculus defines each one.
+BUILTIN_ACTIVATIONS = registry.Names("activation")
+BUILTIN_LOSSES = registry.Names("loss")
 
 #: Stated limits (documented in the README and tested).
 MAX_UNITS = 65_536
@@ -105,9 +97,8 @@ class Regularization(_Strict):
 class Optimizer(_Strict):
     """The optimiser and its settings; unused settings keep their defaults."""
 
-    name: Literal["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "newton"] = (
-        "gd"
-    )
+    #: one of the registered optimisers (:func:`symgrad.optimizers.register`)
+    name: str = "gd"
     learning_rate: float = Field(default=0.1, gt=0, le=1e6)
     batch_size: StrictInt | None = Field(default=None, ge=1, le=100_000_000)
     epochs: StrictInt = Field(default=100, ge=1, le=10_000_000)
@@ -117,6 +108,13 @@ class Optimizer(_Strict):
     eps: float = Field(default=1e-8, gt=0, le=1)
     rho: float = Field(default=0.9, ge=0, lt=1)
     damping: float = Field(default=1e-4, ge=0, le=1e6)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if registry.optimizer(v) is None:
+            raise ValueError(f"expected one of {_one_of(registry.optimizers())}, got {v!r}")
+        return v
 
 
 class Init(_Strict):
@@ -171,10 +169,10 @@ class Spec(_Strict):
     @field_validator("activations", "losses")
     @classmethod
     def _custom_names(cls, v: dict[str, str], info) -> dict[str, str]:
-        builtin = BUILTIN_ACTIVATIONS if info.field_name == "activations" else BUILTIN_LOSSES
+        builtin = registry.activation if info.field_name == "activations" else registry.loss
         for key, text in v.items():
             _check_identifier(key, f"custom name {key!r}:")
-            if key in builtin:
+            if builtin(key) is not None:
                 raise ValueError(f"{key!r} is a built-in name; choose another")
             if not isinstance(text, str):
                 raise ValueError(f"{key!r} must be an expression string")
@@ -200,8 +198,9 @@ class Spec(_Strict):
     def is_classifier(self) -> bool:
         if self.task is not None:
             return self.task == "classification"
-        out = self.layers[-1].activation
-        return self.loss in ("log_loss", "cross_entropy") or out in ("sigmoid", "softmax")
+        out = registry.activation(self.layers[-1].activation)
+        loss = registry.loss(self.loss)
+        return bool((loss and loss.classifier) or (out and out.classifier))
 
     @property
     def n_params(self) -> int:
@@ -335,44 +334,68 @@ def _known(names) -> str:
     return ", ".join(names)
 
 
+def _one_of(names) -> str:
+    """``'a', 'b' or 'c'`` (as pydantic lists a Literal's choices)."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _and(names) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _cross_checks(spec: Spec) -> None:
-    """Rules that involve more than one key."""
+    """Rules that involve more than one key; the facts of each name come from the registry."""
     custom_acts = set(spec.activations)
+    last = len(spec.layers) - 1
     for i, layer in enumerate(spec.layers):
         act = layer.activation
         path = f"layers[{i}].activation"
-        if act not in BUILTIN_ACTIVATIONS and act not in custom_acts:
+        facts = registry.activation(act)
+        if facts is None and act not in custom_acts:
             raise SpecError(
                 path,
                 f"unknown activation {act!r}; known: "
-                + _known(list(BUILTIN_ACTIVATIONS) + sorted(custom_acts)),
+                + _known(list(registry.activations()) + sorted(custom_acts)),
             )
-        if act == "softmax" and i != len(spec.layers) - 1:
-            raise SpecError(path, "softmax is allowed on the output layer only")
-        if layer.alpha is not None and act not in ("leaky_relu", "elu"):
-            raise SpecError(
-                f"layers[{i}].alpha", f"alpha applies to leaky_relu and elu only, not {act!r}"
-            )
-    if spec.loss not in BUILTIN_LOSSES and spec.loss not in spec.losses:
+        if facts is not None and facts.output_only and i != last:
+            raise SpecError(path, f"{act} is allowed on the output layer only")
+        for key in registry.PARAMETERS:
+            if getattr(layer, key) is not None and (facts is None or facts.parameter != key):
+                takers = [
+                    n for n in registry.activations() if registry.activation(n).parameter == key
+                ]
+                raise SpecError(
+                    f"layers[{i}].{key}",
+                    f"{key} applies to {_and(takers) if takers else 'no activation'} only, "
+                    f"not {act!r}",
+                )
+    loss = registry.loss(spec.loss)
+    if loss is None and spec.loss not in spec.losses:
         raise SpecError(
             "loss",
             f"unknown loss {spec.loss!r}; known: "
-            + _known(list(BUILTIN_LOSSES) + sorted(spec.losses)),
+            + _known(list(registry.losses()) + sorted(spec.losses)),
         )
     out = spec.layers[-1]
-    if spec.loss == "cross_entropy" and out.activation != "softmax":
-        raise SpecError(
-            "loss", "cross_entropy needs a softmax output layer; use log_loss with sigmoid"
-        )
-    if out.activation == "softmax" and spec.loss != "cross_entropy":
-        raise SpecError("loss", "a softmax output layer needs loss cross_entropy")
-    if out.activation == "softmax" and out.units < 2:
-        raise SpecError(f"layers[{len(spec.layers) - 1}].units", "softmax needs at least 2 units")
-    if spec.loss == "log_loss" and out.activation not in {"sigmoid"} | custom_acts:
+    out_facts = registry.activation(out.activation)
+    if out_facts is not None and out_facts.needs_loss and spec.loss not in out_facts.needs_loss:
         raise SpecError(
             "loss",
-            f"log_loss needs outputs in (0, 1): a sigmoid output layer, not {out.activation!r}",
+            f"a {out.activation} output layer needs loss {' or '.join(out_facts.needs_loss)}",
         )
+    for i, layer in enumerate(spec.layers):
+        facts = registry.activation(layer.activation)
+        if facts is not None and layer.units < facts.min_units:
+            raise SpecError(
+                f"layers[{i}].units", f"{layer.activation} needs at least {facts.min_units} units"
+            )
+    if loss is not None and (loss.outputs or loss.custom_outputs):
+        custom_ok = loss.custom_outputs and out.activation in custom_acts
+        if out.activation not in loss.outputs and not custom_ok:
+            raise SpecError(
+                "loss", f"{spec.loss} " + loss.output_error.format(activation=out.activation)
+            )
 
 
 def _long_int(value: Any) -> bool:
