@@ -7,46 +7,32 @@ Spec (sha256 b79b7291a1317207):
     name: fashion_mlp
     inputs: 784
     layers:
-    - units: 256
-      activation: relu
-      alpha: null
-    - units: 128
-      activation: relu
-      alpha: null
-    - units: 10
-      activation: softmax
-      alpha: null
+    - {units: 256, activation: relu, alpha: null}
+    - {units: 128, activation: relu, alpha: null}
+    - {units: 10, activation: softmax, alpha: null}
     loss: cross_entropy
-    regularization:
-      l2: 0.0
-      l1: 0.0
-    optimizer:
-      name: adam
-      learning_rate: 0.001
-      batch_size: 128
-      epochs: 15
-      momentum: 0.9
-      beta1: 0.9
-      beta2: 0.999
-      eps: 1.0e-08
-      rho: 0.9
-      damping: 0.0001
-    init:
-      scheme: he
-      seed: 0
+    regularization: {l2: 0.0, l1: 0.0}
+    optimizer: {name: adam, learning_rate: 0.001, batch_size: 128, epochs: 15, momentum: 0.9,
+      beta1: 0.9, beta2: 0.999, eps: 1.0e-08, rho: 0.9, damping: 0.0001}
+    init: {scheme: he, seed: 0}
     dtype: float32
     activations: {}
     losses: {}
     task: null
     description: ''
-    preprocess:
-      standardize: false
+    preprocess: {standardize: false}
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
+import stat
+import tempfile
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -63,13 +49,10 @@ def _public_index():
     """For each position of the internal storage, its public index (``get_flat`` order)."""
     parts = []
     for units, fan_in, w0, b0 in _LAYOUT:
-        if w0 == 0:
-            parts.append(np.arange(units * fan_in + units))
-            continue
-        idx = np.empty((units, fan_in + 1), dtype=np.int64)
-        idx[:, :fan_in] = w0 + np.arange(units * fan_in).reshape(units, fan_in)
-        idx[:, fan_in] = b0 + np.arange(units)
-        parts.append(idx.ravel())
+        w = w0 + np.arange(units * fan_in).reshape(units, fan_in)
+        b = b0 + np.arange(units)
+        rows = np.column_stack([w, b])  # every layer but the first is stored as rows [W_l | b_l]
+        parts.append(rows.ravel() if w0 else np.concatenate([w.ravel(), b]))
     return np.concatenate(parts)
 
 
@@ -95,12 +78,8 @@ class DivergenceError(FloatingPointError):
 
 
 class _Diverged(Exception):
-    """Raised by the metrics of an epoch: its batch ``index`` (from 0) gave a non-finite loss."""
-
-    def __init__(self, index, loss):
-        super().__init__(index, loss)
-        self.index = index
-        self.loss = loss
+    """Raised by the metrics of an epoch with ``args`` (index, loss): its batch ``index`` (from 0)
+    gave a non-finite loss."""
 
 
 class FashionMlp:
@@ -360,41 +339,63 @@ class FashionMlp:
         V_3 = Vt[:, 233856:235136].reshape(k, 10, 128)
         vb_3 = Vt[:, 235136:235146].reshape(k, 1, 10)
         # forward sweep
-        Rz_1 = np.matmul(X, V_1.transpose(0, 2, 1)) + vb_1
+        # (29) RZ_1 = X*V_1.T + ones_m*vb_1
+        Rz_1 = X @ V_1.transpose(0, 2, 1) + vb_1
         fp_1 = a_1 > 0
-        Ra_1 = fp_1 * Rz_1
-        Rz_2 = Ra_1 @ self.W_2.T + np.matmul(a_1, V_2.transpose(0, 2, 1)) + vb_2
+        # (30) RA_1 = FP_1 .* RZ_1
+        Ra_1 = Rz_1 * fp_1
+        # (31) RZ_2 = A_1*V_2.T + RA_1*W_2.T + ones_m*vb_2
+        Rz_2 = a_1 @ V_2.transpose(0, 2, 1) + Ra_1 @ self.W_2.T + vb_2
         fp_2 = a_2 > 0
-        Ra_2 = fp_2 * Rz_2
-        Rz_3 = Ra_2 @ self.W_3.T + np.matmul(a_2, V_3.transpose(0, 2, 1)) + vb_3
-        # (24) output: R{delta_3} = S R{z_3}
+        # (32) RA_2 = FP_2 .* RZ_2
+        Ra_2 = Rz_2 * fp_2
+        # (33) RZ_3 = A_2*V_3.T + RA_2*W_3.T + ones_m*vb_3
+        Rz_3 = a_2 @ V_3.transpose(0, 2, 1) + Ra_2 @ self.W_3.T + vb_3
+        # (13) output delta
         delta_3 = a_3 - Y
+        # (34) R{delta_3}: the output curvature (24) applied to R{z_3}
         vRz = np.sum(Rz_3 * a_3, axis=-1, keepdims=True)
         Rdelta_3 = Rz_3 * a_3 - a_3 * vRz
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
         # backward sweep, and the rows of H V
-        HW = np.matmul(Rdelta_3.transpose(0, 2, 1), a_2)
+        # (37) Hv_W_3 = 1/m*(Delta_3.T*RA_2 + RDelta_3.T*A_2)
+        HvW_3 = Rdelta_3.transpose(0, 2, 1) @ a_2
         if not gauss_newton:
-            HW += np.matmul(delta_3.T, Ra_2)
-        out[:, 233856:235136] = HW.reshape(k, -1) / m
-        out[:, 235136:235146] = Rdelta_3.sum(axis=1) / m
+            HvW_3 += delta_3.T @ Ra_2
+        HvW_3 /= m
+        out[:, 233856:235136] = HvW_3.reshape(k, -1)
+        # (38) Hv_b_3 = 1/m*(ones_m.T*RDelta_3)
+        Hvb_3 = Rdelta_3.sum(axis=-2, keepdims=True) / m
+        out[:, 235136:235146] = Hvb_3.reshape(k, -1)
+        # (14) dC_dA_2 = Delta_3*W_3
         back_2 = delta_3 @ self.W_3
+        # (15) Delta_2 = FP_2 .* (Delta_3*W_3)
         delta_2 = back_2 * fp_2
+        # (35) RDelta_2 = FP_2 .* (Delta_3*V_3 + RDelta_3*W_3)
         Rback_2 = Rdelta_3 @ self.W_3
         if not gauss_newton:
-            Rback_2 += np.matmul(delta_3, V_3)
-        Rdelta_2 = fp_2 * Rback_2
-        HW = np.matmul(Rdelta_2.transpose(0, 2, 1), a_1)
+            Rback_2 += delta_3 @ V_3
+        Rdelta_2 = Rback_2 * fp_2
+        # (39) Hv_W_2 = 1/m*(Delta_2.T*RA_1 + RDelta_2.T*A_1)
+        HvW_2 = Rdelta_2.transpose(0, 2, 1) @ a_1
         if not gauss_newton:
-            HW += np.matmul(delta_2.T, Ra_1)
-        out[:, 200960:233728] = HW.reshape(k, -1) / m
-        out[:, 233728:233856] = Rdelta_2.sum(axis=1) / m
+            HvW_2 += delta_2.T @ Ra_1
+        HvW_2 /= m
+        out[:, 200960:233728] = HvW_2.reshape(k, -1)
+        # (40) Hv_b_2 = 1/m*(ones_m.T*RDelta_2)
+        Hvb_2 = Rdelta_2.sum(axis=-2, keepdims=True) / m
+        out[:, 233728:233856] = Hvb_2.reshape(k, -1)
+        # (36) RDelta_1 = FP_1 .* (Delta_2*V_2 + RDelta_2*W_2)
         Rback_1 = Rdelta_2 @ self.W_2
         if not gauss_newton:
-            Rback_1 += np.matmul(delta_2, V_2)
-        Rdelta_1 = fp_1 * Rback_1
-        out[:, 0:200704] = np.matmul(Rdelta_1.transpose(0, 2, 1), X).reshape(k, -1) / m
-        out[:, 200704:200960] = Rdelta_1.sum(axis=1) / m
+            Rback_1 += delta_2 @ V_2
+        Rdelta_1 = Rback_1 * fp_1
+        # (41) Hv_W_1 = 1/m*(RDelta_1.T*X)
+        HvW_1 = Rdelta_1.transpose(0, 2, 1) @ X / m
+        out[:, 0:200704] = HvW_1.reshape(k, -1)
+        # (42) Hv_b_1 = 1/m*(ones_m.T*RDelta_1)
+        Hvb_1 = Rdelta_1.sum(axis=-2, keepdims=True) / m
+        out[:, 200704:200960] = Hvb_1.reshape(k, -1)
         return out.T
 
     def hvp(self, X, Y, v):
@@ -509,25 +510,21 @@ class FashionMlp:
     ):
         """Train with adam (Adam); returns the history of each epoch.
 
-        X (samples, 784), Y (samples, 10). ``epochs``/``batch_size`` override the
-        spec's (15 / 128). The regulariser uses N = the number
-        of samples of X. ``shuffle=False`` visits the samples in the order given; otherwise one
-        permutation per epoch from a generator keyed by (seed, epoch). ``callback(epoch,
-        history)`` runs after each epoch; returning False stops training.
-        History: ``loss`` (the cost over the epoch's samples, each batch's loss taken before its
-        update, plus the regulariser at the epoch's end) and ``accuracy``, and ``val_loss``/``val_accuracy``
-        with validation data. Tracking copies each batch's output rows aside and computes the
-        metrics once per epoch; a NaN or inf loss names the first batch it came from. With or
-        without tracking, a diverged epoch (NaN or inf) raises DivergenceError and restores the
-        parameters of the epoch's start. ``track=False`` skips the metrics (the parameters are
-        still checked once per epoch).
+        X (samples, 784), Y (samples, 10); ``epochs``, ``batch_size`` override the spec's (15 / 128);
+        the regulariser's N is the number of samples of X. ``shuffle=False`` visits the samples in
+        order, else one permutation per epoch from a generator keyed by (seed, epoch).
+        ``callback(epoch, history)`` runs after each epoch; returning False stops training.
+        History: ``loss`` (over the epoch's samples, each batch's loss before its update, plus the
+        regulariser) and ``accuracy``, and ``val_loss``/``val_accuracy`` with validation data, computed once per
+        epoch from output rows copied aside (``track=False`` skips them). A diverged epoch (NaN or
+        inf) raises DivergenceError, naming the first bad batch when tracked, and restores the
+        parameters of the epoch's start.
         """
         X = np.ascontiguousarray(self._check_X(X))
         Y = np.ascontiguousarray(self._check_Y(X, Y))
         n = X.shape[0]
         epochs = self.epochs if epochs is None else int(epochs)
-        m = batch_size or self.batch_size or n
-        m = min(int(m), n)
+        m = min(int(batch_size or self.batch_size or n), n)
         if self._opt_state is None:
             self._init_optimizer()
         labels = self._predicted(Y) if track else None
@@ -547,6 +544,9 @@ class FashionMlp:
         store = self._store
         good = store.copy()
         batches = full + (1 if rest else 0)
+        where = f"one of its {batches} batches"  # where a parameter became NaN or inf
+        if track:  # every batch's loss was finite: the last update did it
+            where = f"batch {batches} (the epoch's last update)"
         # NaN or inf is caught explicitly (a DivergenceError), so NumPy stays quiet meanwhile
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for _ in range(epochs):
@@ -560,13 +560,9 @@ class FashionMlp:
                     try:
                         total, correct = self._metrics(kept, Y, labels, order, m)
                     except _Diverged as exc:
-                        self._diverged(good, f"batch {exc.index + 1}: the loss became {exc.loss}")
+                        index, loss = exc.args
+                        self._diverged(good, f"batch {index + 1}: the loss became {loss}")
                 if not np.isfinite(store).all():
-                    where = (
-                        f"batch {batches} (the epoch's last update)"
-                        if track
-                        else f"one of its {batches} batches"
-                    )
                     self._diverged(good, f"{where}: a parameter became NaN or inf")
                 self.epochs_done += 1
                 if track:
@@ -582,18 +578,17 @@ class FashionMlp:
         return history
 
     def _runner(self, m, n, track):
+        """The runner for batches of m of n samples, built once per setting (``_steps``)."""
         key = (m, n, track, self.learning_rate, self.l2, self.l1)
-        run = self._steps.get(key)
-        if run is None:
-            run = self._steps[key] = self._make_runner(m, n, track)
-        return run
+        if key not in self._steps:
+            self._steps[key] = self._make_runner(m, n, track)
+        return self._steps[key]
 
     def _kept_rows(self, n):
         """Rows for n samples of z_3, a_3 (what the metrics read), kept between fits."""
         kept = self._scratch.get("kept")
         if kept is None or kept[0].shape[0] != n:
-            shape = (n, 10)
-            kept = tuple(np.empty(shape, dtype=self.dtype) for _ in range(2))
+            kept = tuple(np.empty((n, 10), dtype=self.dtype) for _ in range(2))
             self._scratch["kept"] = kept
         return kept
 
@@ -637,6 +632,8 @@ class FashionMlp:
     #: The file format ``save`` writes and ``load`` reads: an .npz archive without pickles.
     FILE_FORMAT = "symgrad-model"
     FILE_FORMAT_VERSION = 1
+    #: The name after ``opt_`` or ``extra_`` in a file: a letter, then letters, digits, _.
+    _NAME = "[A-Za-z][A-Za-z0-9_]{0,63}"
     #: Extra arrays saved with the parameters (``extra_<name>`` in the file), e.g. the input
     #: standardisation ``x_mean``/``x_scale``: those of the last ``load`` or ``save``, else None.
     extras = None
@@ -644,21 +641,17 @@ class FashionMlp:
     training = None
 
     def training_settings(self):
-        """How this trainer trains; ``save`` records it as ``training`` (JSON, not enforced)."""
-        optimizer = {
-            "name": "adam",
-            "learning_rate": float(self.learning_rate),
-            "batch_size": None if self.batch_size is None else int(self.batch_size),
-            "epochs": int(self.epochs),
-            "momentum": 0.9,
-            "beta1": 0.9,
-            "beta2": 0.999,
-            "eps": 1e-08,
-            "rho": 0.9,
-            "damping": 0.0001,
-        }
+        """How this trainer trains (optimiser, regulariser, initialisation); ``save`` records it."""
         return {
-            "optimizer": optimizer,
+            "optimizer": {
+                "name": "adam",
+                "learning_rate": float(self.learning_rate),
+                "batch_size": None if self.batch_size is None else int(self.batch_size),
+                "epochs": int(self.epochs),
+                "beta1": 0.9,
+                "beta2": 0.999,
+                "eps": 1e-08,
+            },
             "regularization": {"l2": float(self.l2), "l1": float(self.l1)},
             "init": {"scheme": "he", "seed": self.seed},
         }
@@ -666,17 +659,13 @@ class FashionMlp:
     def save(self, path, extras=None):
         """Write parameters, optimiser state and ``extras`` to ``path``, exactly that name.
 
-        An .npz archive (no pickles), format ``symgrad-model`` version 1: ``format``,
-        ``format_version``, ``model_sha256``, ``theta`` (public order), ``epochs_done``,
-        ``training`` (JSON of ``training_settings()``), ``opt_<state>``, and ``extra_<name>`` for
-        each item of ``extras`` (default ``self.extras``): finite numbers, booleans or strings.
-        The file is written to a new temporary file in the target's folder (``mkstemp``:
-        O_CREAT|O_EXCL|O_NOFOLLOW), synced, given the mode of the file it replaces (a new file:
-        0o666 less the umask) and renamed into place. Returns ``path`` as a string.
+        An .npz archive without pickles: ``format``, ``format_version``, ``model_sha256``,
+        ``theta`` (public order), ``epochs_done``, ``training`` (JSON of ``training_settings()``),
+        ``opt_<state>`` and ``extra_<name>`` for each of ``extras`` (default ``self.extras``:
+        finite numbers, booleans or strings). Written to a new temporary file beside the target
+        (``mkstemp``: O_CREAT|O_EXCL|O_NOFOLLOW), synced, given the mode of the file it replaces
+        (else 0o666 less the umask) and renamed into place. Returns ``path`` as a string.
         """
-        import json
-        import tempfile
-
         path = os.fspath(path)
         theta = self.get_flat()
         if not np.isfinite(theta).all():
@@ -691,11 +680,12 @@ class FashionMlp:
         }
         for key, value in (self._opt_state or {}).items():
             arrays["opt_" + key] = np.asarray(value)
-        extras = self.extras if extras is None else extras
-        for name, value in (extras or {}).items():
-            arrays["extra_" + self._key_name(name, f"{path}: extras")] = self._extra_value(
-                np.asarray(value), f"{path}: extras[{name!r}]"
-            )
+        extras = dict((self.extras if extras is None else extras) or {})
+        for name, value in extras.items():
+            where = f"{path}: extras[{name!r}]"
+            if not (isinstance(name, str) and re.fullmatch(self._NAME, name)):
+                raise ValueError(f"{where}: the name is not a letter then letters, digits, _")
+            arrays["extra_" + name] = self._extra_value(np.asarray(value), where)
         folder, base = os.path.split(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder or ".")
         try:
@@ -712,41 +702,33 @@ class FashionMlp:
             except FileNotFoundError:
                 pass
             raise
-        self.extras = dict(extras or {})
+        self.extras = extras
         return path
 
     def load(self, path):
         """Load a file written by ``save``: parameters, epochs done, optimiser state, extras.
 
-        The archive is read member by member, never through pickle. Refused with a ValueError
-        naming ``path``: anything but a symgrad model of format version 1, unknown keys, a model
-        with another ``MODEL_SHA256``, a wrong shape or dtype, NaN or inf in the parameters, the
-        optimiser state or the extras, an ``epochs_done`` that is not an integer >= 0. Nothing
-        changes unless the whole file is accepted. The optimiser state is restored when the file
-        was saved by adam, and ignored otherwise. Sets ``extras`` and ``training``.
+        Refused with a one-line ValueError naming ``path``, and nothing changed: anything but a
+        symgrad model of format version 1 (see ``_read_archive``), unknown keys, another
+        ``MODEL_SHA256``, a wrong shape or dtype, NaN or inf, an ``epochs_done`` that is not an
+        integer >= 0. The optimiser state is restored when the file was saved by adam,
+        ignored otherwise. Sets ``extras`` and ``training``.
         """
-        import json
-
         path = os.fspath(path)
         f = self._read_archive(path)
         fmt = f.get("format")
         if fmt is None or fmt.tolist() != self.FILE_FORMAT:  # a string, not an array of them
             raise ValueError(f"{path}: not a symgrad model (no format entry {self.FILE_FORMAT!r})")
         version = f.get("format_version")
-        if not self._is_count(version) or int(version) != self.FILE_FORMAT_VERSION:
-            found = "missing" if version is None else repr(version.tolist())
+        found = "missing" if version is None else repr(version.tolist())
+        if found != repr(self.FILE_FORMAT_VERSION):  # so 1.0, True, "1" and [1] are refused too
             raise ValueError(
                 f"{path}: symgrad model format version {found}; this trainer reads version "
                 f"{self.FILE_FORMAT_VERSION} only"
             )
         fixed = {"format", "format_version", "model_sha256", "theta", "epochs_done", "training"}
-        unknown = sorted(
-            k
-            for k in f
-            if k not in fixed
-            and not (k[:4] == "opt_" and self._key_name(k[4:], None))
-            and not (k[:6] == "extra_" and self._key_name(k[6:], None))
-        )
+        named = f"(opt|extra)_{self._NAME}"  # opt_<state>, extra_<name>
+        unknown = sorted(k for k in f if k not in fixed and not re.fullmatch(named, k))
         if unknown:
             raise ValueError(
                 f"{path}: unknown keys {', '.join(unknown)} (format version "
@@ -755,70 +737,53 @@ class FashionMlp:
         missing = sorted(fixed - set(f))
         if missing:
             raise ValueError(f"{path}: the model lacks the keys {', '.join(missing)}")
-        digest = f["model_sha256"]
-        if digest.tolist() != self.MODEL_SHA256:
+        if f["model_sha256"].tolist() != self.MODEL_SHA256:
             raise ValueError(
                 f"{path}: saved from a different model (its spec differs in sizes, activations, "
                 "custom expressions, loss, dtype or task: model hash mismatch)"
             )
         theta = self._vector(f["theta"], f"{path}: theta", "parameters")
-        done = f["epochs_done"]
-        if not self._is_count(done):
-            raise ValueError(
-                f"{path}: epochs_done must be one integer >= 0, found {done.dtype} "
-                f"{done.tolist() if done.size <= 4 else f'array of shape {done.shape}'}"
-            )
-        training = f["training"]
-        try:
-            if training.shape != () or training.dtype.kind != "U":
-                raise ValueError("not a string")
-            training = json.loads(training.item())
+        done = self._count(f["epochs_done"], f"{path}: epochs_done")
+        try:  # str() of anything but one string is no JSON object (RecursionError: too deep)
+            training = json.loads(str(f["training"]))
             if not isinstance(training, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
+                raise ValueError(f"found {type(training).__name__}")
+        except (ValueError, RecursionError) as exc:
             raise ValueError(f"{path}: training must be a JSON object ({exc})") from None
-        state = {k[4:]: f[k] for k in sorted(f) if k[:4] == "opt_"}
-        for name, value in state.items():
-            if name == "t":
-                if not self._is_count(value):
-                    raise ValueError(f"{path}: opt_t must be one integer >= 0")
-            else:
-                self._vector(value, f"{path}: opt_{name}", "optimiser state")
-        extras = {
-            k[6:]: self._extra_value(f[k], f"{path}: {k}") for k in sorted(f) if k[:6] == "extra_"
-        }
+        state = {}  # the optimiser's state: the step count t and vectors like theta
+        for key in sorted(k for k in f if k.startswith("opt_")):
+            check = self._count if key == "opt_t" else self._vector
+            state[key[4:]] = check(f[key], f"{path}: {key}")
+        extras = {}
+        for key in sorted(k for k in f if k.startswith("extra_")):
+            extras[key[6:]] = self._extra_value(f[key], f"{path}: {key}")
         optimizer = training.get("optimizer")
-        same = isinstance(optimizer, dict) and optimizer.get("name") == "adam"
-        if same and state:
-            self._init_optimizer()
-            if set(state) != set(self._opt_state):
-                raise ValueError(
-                    f"{path}: the adam state holds {', '.join(sorted(state))}; expected "
-                    f"{', '.join(sorted(self._opt_state))}"
-                )
-        else:
-            self._opt_state = None  # another optimiser's state (or none): start afresh
+        if not (isinstance(optimizer, dict) and optimizer.get("name") == "adam"):
+            state = {}  # another optimiser's state: training goes on from a fresh one
+        elif state and sorted(state) != ["m", "t", "v"]:
+            held = ", ".join(sorted(state))
+            raise ValueError(f"{path}: the adam state holds {held}; expected m, t, v")
+        # accepted: from here on the trainer changes
         self.set_flat(theta)
-        self.epochs_done = int(done)
-        if self._opt_state is not None:
-            for name, value in state.items():
-                if name == "t":
-                    self._opt_state["t"] = int(value)
-                else:
-                    self._opt_state[name][...] = value
+        self.epochs_done = done
+        self._opt_state = None  # no state saved: the next fit starts a fresh one
+        if state:
+            self._init_optimizer()  # fresh work vectors, and runners built around the state
+            self._opt_state.update(state)
         self.extras = extras
         self.training = training
         return self
 
     @staticmethod
-    def _is_count(value):
-        """Whether ``value`` (an array from a file) is one integer >= 0."""
-        return (
-            value is not None and value.shape == () and value.dtype.kind in "iu" and int(value) >= 0
-        )
+    def _count(value, where):
+        """``value``, an array from a file, as an int if it is one integer >= 0; else refused."""
+        if value.shape == () and value.dtype.kind in "iu" and value >= 0:
+            return int(value)
+        found = value.tolist() if value.size <= 4 else f"array of shape {value.shape}"
+        raise ValueError(f"{where} must be one integer >= 0, found {value.dtype} {found}")
 
-    def _vector(self, value, where, what):
-        """Check a (P,) vector of this trainer's dtype with finite entries; return it."""
+    def _vector(self, value, where, what="optimiser state"):
+        """``value`` if it is a (P,) vector of this trainer's dtype with finite entries."""
         if value.shape != (N_PARAMS,):
             raise ValueError(f"{where}: expected {N_PARAMS} {what}, found shape {value.shape}")
         if value.dtype != self.dtype:
@@ -828,22 +793,8 @@ class FashionMlp:
         return value
 
     @staticmethod
-    def _key_name(name, where):
-        """The name after ``opt_``/``extra_``: a letter, then letters, digits, _ (at most 64)."""
-        ok = (
-            isinstance(name, str)
-            and name.isascii()
-            and name[:1].isalpha()
-            and name.replace("_", "").isalnum()
-            and len(name) <= 64
-        )
-        if not ok and where is not None:
-            raise ValueError(f"{where}: the name {name!r} is not a letter then letters, digits, _")
-        return name if ok else None
-
-    @staticmethod
     def _extra_value(value, where):
-        """An extra array: numbers, booleans or strings; floats must be finite."""
+        """``value`` if it holds numbers, booleans or strings, floats finite."""
         if value.dtype.kind not in "biufU":
             raise ValueError(f"{where}: dtype {value.dtype}: expected numbers or strings")
         if value.dtype.kind == "f" and not np.isfinite(value).all():
@@ -853,41 +804,31 @@ class FashionMlp:
     @staticmethod
     def _file_mode(path):
         """The mode for ``path``: that of the file it replaces, else 0o666 less the umask."""
-        import stat
-
         try:
-            return stat.S_IMODE(os.stat(path).st_mode)
+            return os.stat(path).st_mode & 0o7777
         except FileNotFoundError:
             pass
-        try:
+        try:  # read, not set: setting the umask to learn it would race with other threads
             with open("/proc/self/status", encoding="ascii") as fh:
-                for line in fh:
-                    if line.startswith("Umask:"):
-                        return 0o666 & ~int(line.split()[1], 8)
-        except (OSError, ValueError):
-            pass
-        mask = os.umask(0o022)  # no /proc: read the umask by setting it, and put it back
-        os.umask(mask)
+                mask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+        except (OSError, ValueError, StopIteration):  # no /proc: set it, and put it back at once
+            mask = os.umask(0o022)
+            os.umask(mask)
         return 0o666 & ~mask
 
     @classmethod
     def _read_archive(cls, path):
-        """The arrays of the .npz archive at ``path``; each header is checked before its data."""
-        import stat
-        import zipfile
-        import zlib
-
-        limit = 16 * N_PARAMS + (1 << 24)  # bytes per array: far above what a model holds
+        """The arrays of the .npz archive at ``path``, read member by member, never through
+        pickle: a regular file, at most 64 members named <key>.npy, each checked by
+        ``_read_npy``. A damaged zip is one ValueError, never a traceback."""
         with open(path, "rb") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 raise ValueError(f"{path}: not a symgrad model (not a regular file)")
             magic = fh.read(6)
-            if magic == b"\x93NUMPY":
-                why = "one .npy array, not an .npz archive"
+            if magic[:4] != b"PK\x03\x04":  # how a zip archive starts
+                npy = magic == b"\x93NUMPY"  # how np.save's single array starts
+                why = "one .npy array, not an .npz archive" if npy else "not an .npz archive"
                 raise ValueError(f"{path}: not a symgrad model ({why})")
-            if magic[:4] != b"PK\x03\x04":
-                raise ValueError(f"{path}: not a symgrad model (not an .npz archive)")
-            fh.seek(0)
             arrays = {}
             try:
                 with zipfile.ZipFile(fh) as archive:
@@ -901,7 +842,7 @@ class FashionMlp:
                                 f"{path}: not a symgrad model (member {info.filename!r})"
                             )
                         with archive.open(info) as member:
-                            arrays[key] = cls._read_npy(member, f"{path}: {key}", limit)
+                            arrays[key] = cls._read_npy(member, info.file_size, f"{path}: {key}")
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
                 raise ValueError(f"{path}: damaged or truncated model file ({exc})") from None
             except (RuntimeError, OSError) as exc:
@@ -909,31 +850,29 @@ class FashionMlp:
         return arrays
 
     @staticmethod
-    def _read_npy(member, where, limit):
-        """One .npy member: no objects, at most ``limit`` bytes, read exactly as declared."""
+    def _read_npy(member, size, where):
+        """One .npy member of ``size`` bytes (the zip's word for it, checked as it is read): its
+        header first, then its data only if it is numbers or strings, no more than a model this
+        size holds, and exactly what the member holds after the header."""
         fmt = np.lib.format
+        readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
         try:
             version = fmt.read_magic(member)
-            if version == (1, 0):
-                shape, fortran, dtype = fmt.read_array_header_1_0(member)
-            elif version == (2, 0):
-                shape, fortran, dtype = fmt.read_array_header_2_0(member)
-            else:
+            if version not in readers:
                 raise ValueError(f"NumPy file version {version} is not read here")
+            shape, fortran, dtype = readers[version](member)
         except ValueError as exc:
             raise ValueError(f"{where}: not a NumPy array ({exc})") from None
         if dtype.hasobject or dtype.kind not in "biufU" or dtype.itemsize == 0:
             raise ValueError(f"{where}: dtype {dtype} is not read (numbers and strings only)")
-        count = 1
-        for n in shape:
-            count *= n
-        size = count * dtype.itemsize
-        if size > limit:
-            raise ValueError(f"{where}: declares {size} bytes, more than a model this size holds")
-        data = member.read(size + 1)
-        if len(data) != size:
-            raise ValueError(f"{where}: {len(data)} bytes of data where the header declares {size}")
-        value = np.frombuffer(data, dtype=dtype, count=count)
+        declared, held = math.prod(shape) * dtype.itemsize, size - member.tell()
+        if declared > 16 * N_PARAMS + (1 << 24):  # far above what a model this size holds
+            raise ValueError(
+                f"{where}: declares {declared} bytes, more than a model this size holds"
+            )
+        if declared != held:
+            raise ValueError(f"{where}: {held} bytes of data where the header declares {declared}")
+        value = np.frombuffer(member.read(), dtype=dtype)
         return value.reshape(shape, order="F" if fortran else "C").copy()
 
 

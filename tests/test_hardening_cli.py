@@ -350,7 +350,7 @@ def test_optimizer_step_count_of_the_wrong_range_is_refused(work, capsys):
     code, _, err = _run(
         capsys, "evaluate", "spec.yaml", "--model", "bad.npz", "--data", "train.csv"
     )
-    assert code == 2 and _error(err) == "bad.npz: opt_t must be one integer >= 0"
+    assert code == 2 and _error(err) == "bad.npz: opt_t must be one integer >= 0, found int64 -5"
 
 
 @pytest.mark.parametrize("key", ["theta", "opt_m", "opt_v"])
@@ -386,6 +386,55 @@ def test_a_refused_file_changes_nothing(tmp_path):
         model.load(tmp_path / "bad.npz")
     np.testing.assert_array_equal(model.theta, theta)
     assert model.epochs_done == 0
+
+
+def test_a_file_with_the_wrong_optimiser_state_changes_nothing(tmp_path):
+    X, labels = _blobs()
+    model = _trainer()
+    model.fit(X, np.eye(3)[labels], epochs=1)
+    model.save(tmp_path / "m.npz")
+    state = {k: np.copy(v) for k, v in model._opt_state.items()}
+    _rewrite(tmp_path / "m.npz", tmp_path / "bad.npz", opt_v=None)
+    with pytest.raises(ValueError) as info:
+        model.load(tmp_path / "bad.npz")
+    assert str(info.value).endswith("bad.npz: the adam state holds m, t; expected m, t, v")
+    assert model._opt_state["t"] == state["t"] > 0
+    np.testing.assert_array_equal(model._opt_state["m"], state["m"])
+
+
+def test_a_member_holding_more_or_less_than_its_header_declares_is_refused(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (4,)}
+    )
+    for held in (16, 40):
+        with zipfile.ZipFile(tmp_path / "odd.npz", "w") as archive:
+            archive.writestr("theta.npy", header.getvalue() + b"\0" * held)
+        with pytest.raises(ValueError) as info:
+            _trainer().load(tmp_path / "odd.npz")
+        assert str(info.value) == (
+            f"{tmp_path / 'odd.npz'}: theta: {held} bytes of data where the header declares 32"
+        )
+
+
+@pytest.mark.parametrize(
+    "training, why",
+    [
+        (np.array("[1]"), "found list"),
+        (np.array(["{}"]), "Expecting value"),
+        (np.array("[" * 100_000), "recursion"),
+    ],
+    ids=["list", "array", "nested"],
+)
+def test_training_that_is_not_one_json_object_is_one_line(tmp_path, training, why):
+    model = _trainer()
+    model.save(tmp_path / "m.npz")
+    _rewrite(tmp_path / "m.npz", tmp_path / "bad.npz", training=training)
+    with pytest.raises(ValueError) as info:
+        model.load(tmp_path / "bad.npz")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'bad.npz'}: training must be a JSON object (")
+    assert why in message and "\n" not in message
 
 
 def test_save_refuses_nan_parameters_and_bad_extras(tmp_path):
@@ -517,6 +566,9 @@ def test_training_settings_are_recorded(work, capsys):
     assert model.training["optimizer"]["epochs"] == 3
     assert model.training["optimizer"]["batch_size"] == 5
     assert model.training["init"] == {"scheme": "xavier", "seed": 0}
+    # the optimiser's own settings, not the unused ones of the others
+    assert {"beta1", "beta2", "eps"} <= set(model.training["optimizer"])
+    assert not {"momentum", "rho", "damping"} & set(model.training["optimizer"])
 
 
 def test_another_optimisers_state_is_not_restored(tmp_path):

@@ -106,6 +106,7 @@ ALLOWED_IMPORTS = {
     "os",
     "numpy",
     "json",
+    "re",
     "stat",
     "tempfile",
     "zipfile",

@@ -28,6 +28,7 @@ from .cite import Citations
 from .cost import output_code, output_kernels
 from .layers import dense_layer, init_scale
 from .regulariser import regulariser_code
+from .rop import rop_code
 from .step import step_code
 
 TEMPLATE = "trainer.py.jinja"
@@ -112,6 +113,7 @@ def build_context(
     cite = citations if citations is not None else Citations(d)
     opt = optimizer or optimizers.get(spec.optimizer.name)
     L = d.depth
+    all_bias = all(layer.bias for layer in d.layers)
     # which of the output's kernels read z_L decides whether the pass keeps z_L
     layers = []
     public = internal = 0
@@ -122,18 +124,19 @@ def build_context(
         ctx.grad_names = _gradient_names(ctx.l)
         public, internal = ctx.b1, ctx.i1
         layers.append(ctx)
+    for ctx, lines in zip(layers, (rop := rop_code(d, cite, printer)).layers, strict=True):
+        ctx.rop = lines
     out = output_code(d, printer, cite, layers[-1].z)
     layers[-1].scratch = max(layers[-1].scratch, out.delta_scratch)
     reg = regulariser_code(d, printer, cite)
     step = step_code(d, opt, printer, cite)
+    # the spec for the module's docstring; innermost mappings in flow style: {units: 2, ...}
+    spec_yaml = yaml.safe_dump(spec.canonical(), sort_keys=False, default_flow_style=None)
     return {
         "backend": backend.templates,
         "version": __version__,
         "spec_file": _docstring_safe(_shown_path(spec_file)),
-        "spec_yaml": [
-            _docstring_safe(line)
-            for line in yaml.safe_dump(spec.canonical(), sort_keys=False).rstrip().splitlines()
-        ],
+        "spec_yaml": [_docstring_safe(line) for line in spec_yaml.rstrip().splitlines()],
         "digest": spec.digest(),
         "model_digest": spec.model_digest(),
         "name": spec.name,
@@ -154,9 +157,14 @@ def build_context(
         "l1": spec.regularization.l1,
         "layers": layers,
         "out": out,
+        "rop": rop,
         "reg": reg,
         "step": step,
-        "layout": tuple((c.units, c.fan_in, c.w0, c.w1) for c in layers),
+        # (units, fan_in, w0, b0), and whether the layer has a bias where one has none
+        "layout": tuple(
+            (c.units, c.fan_in, c.w0, c.w1) + (() if all_bias else (c.bias,)) for c in layers
+        ),
+        "all_bias": all_bias,
         "closed_form": not d.has_hidden,
         "two_layer": d.depth == 2,
         # second-order methods take the regulariser's N where they add its Hessian

@@ -84,6 +84,8 @@ def _check(spec: Spec) -> None:
     for layer in spec.layers:
         if layer.activation == "softmax":
             raise Unsupported("a softmax layer")
+        if not layer.bias:
+            raise Unsupported("a layer without bias (bias: false)")
 
 
 def _epoch_source(d, context: dict) -> str:

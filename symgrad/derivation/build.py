@@ -60,7 +60,7 @@ def build(d: Derivation) -> None:
         layer.rop_gradients(d)
     d.alias("rop.forward", "rop.forward.1")
     d.alias("rop.backward", "rop.out")
-    d.alias("rop.grad", "rop.grad.b.1")
+    d.alias("rop.grad", "rop.grad.b.1" if d.layers[0].bias else "rop.grad.W.1")
     build_update(d)  # the chosen optimiser's step (Newton's method only for "newton")
 
 
@@ -90,11 +90,7 @@ def _conventions(d: Derivation) -> None:
             nt.W(l1),
             " holds ",
             nt.w(l1)[nt.j, nt.i],
-            " in row j and column i, the bias ",
-            nt.B(l1),
-            " is a row, and ",
-            nt.ones_m,
-            " is the column of m ones.",
+            *_bias_convention(d),
         ),
         (
             "The widths of this network: ",
@@ -175,3 +171,26 @@ def derive(spec: Spec) -> Derivation:
     build(d)
     d.number()
     return d
+
+
+def _bias_convention(d: Derivation) -> tuple:
+    """The end of the matrix-form convention: the bias row of the first layer with a bias (a
+    network whose layers all have ``bias: false`` has none)."""
+    with_bias = [layer.index for layer in d.layers if layer.bias]
+    if not with_bias:
+        return (" in row j and column i; no layer has a bias (bias: false).",)
+    tail = ""
+    if len(with_bias) < len(d.layers):
+        without = ", ".join(str(layer.index) for layer in d.layers if not layer.bias)
+        tail = (
+            f" Layers {without} have no bias (bias: false)."
+            if "," in without
+            else (f" Layer {without} has no bias (bias: false).")
+        )
+    return (
+        " in row j and column i, the bias ",
+        nt.B(with_bias[0]),
+        " is a row, and ",
+        nt.ones_m,
+        " is the column of m ones." + tail,
+    )

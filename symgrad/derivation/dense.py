@@ -1,7 +1,8 @@
 """A dense layer's equations: forward pass, activation derivatives, backpropagation, gradients
 (the R-operator rows: :mod:`.rop`).
 
-``z^{(l)} = W^{(l)} a^{(l-1)} + b^{(l)}``, ``a^{(l)} = f_l(z^{(l)})``. Each method appends the
+``z^{(l)} = W^{(l)} a^{(l-1)} + b^{(l)}`` (without ``+ b^{(l)}`` for a layer with
+``bias: false``), ``a^{(l)} = f_l(z^{(l)})``. Each method appends the
 layer's equations for one part of the derivation; :mod:`.build` calls them in print order. A new
 layer type (a skip connection, a merge node) is a new class with the same methods.
 """
@@ -52,14 +53,19 @@ class Dense(DenseROp):
     def forward(self, d: Derivation) -> None:
         l, i, j = self.index, nt.i, nt.j
         w, a_prev, b = nt.w(l), nt.a(l - 1), nt.b(l)
-        total = sp.Sum(_mul(w[j, i], a_prev[i]), (i, 1, nt.n(l - 1))) + b[j]
-        matrix = nt.A(l - 1) * nt.W(l).T + nt.ones_m * nt.B(l)
+        total = sp.Sum(_mul(w[j, i], a_prev[i]), (i, 1, nt.n(l - 1)))
+        matrix = nt.A(l - 1) * nt.W(l).T
+        if self.layer.bias:
+            total, matrix = total + b[j], matrix + nt.ones_m * nt.B(l)
         prose: tuple = (
             f"Layer {l} ({self.layer.fan_in} to {self.layer.units} units): unit j sums its "
             "inputs through the weights ",
             w[j, i],
             " (from unit i of the layer below) and adds its bias; the batch form is one matrix "
-            "product.",
+            "product."
+            if self.layer.bias
+            else " (from unit i of the layer below); the layer has no bias (bias: false). The "
+            "batch form is one matrix product.",
         )
         d.add(
             Equation(
@@ -274,6 +280,8 @@ class Dense(DenseROp):
             )
         )
         d.alias(f"grad.{l}", f"grad.W.{l}")
+        if not self.layer.bias:  # no bias, no bias gradient
+            return
         d.add(
             Equation(
                 f"grad.b.{l}",

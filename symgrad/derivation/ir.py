@@ -38,6 +38,11 @@ class Equation:
         kernel: the per-element expression the code prints (over :mod:`symgrad.calculus`'s
             ``z, a, y`` or the optimiser's symbols), or None when no code uses it.
         relation: ``"="``, or ``"<-"`` for an update.
+        gauss_newton: the Gauss-Newton approximation of an R-operator equation, as pairs ``(part,
+            replacement)`` of the matrix form's right side: a term that carries second-order
+            terms of the network or the loss (f'', delta V, Delta^T R{A}) replaced by a
+            ZeroMatrix (dropped), the output curvature S by its Gauss-Newton S^G. Empty when the
+            Gauss-Newton sweep computes the equation as it is.
     """
 
     key: str
@@ -49,11 +54,37 @@ class Equation:
     prose: tuple = ()
     kernel: sp.Expr | None = None
     relation: str = "="
+    gauss_newton: tuple = ()
 
     @property
     def sides(self) -> tuple:
         """``(lhs, *steps, rhs)``: every member of the chain, in order."""
         return (self.lhs, *self.steps, self.rhs)
+
+    @property
+    def gauss_newton_matrix(self) -> sp.Basic | None:
+        """The matrix form's right side under the Gauss-Newton approximation (dropped terms
+        removed); None without a matrix form."""
+        if self.matrix is None:
+            return None
+        return without_zeros(self.matrix[1].xreplace(dict(self.gauss_newton)))
+
+
+def without_zeros(expr: sp.Basic) -> sp.Basic:
+    """``expr`` without the zero matrices a replacement left in its sums and products."""
+    if not isinstance(expr, sp.MatrixExpr) or not expr.args:
+        return expr
+    args = [without_zeros(a) for a in expr.args]
+    if isinstance(expr, sp.MatAdd):
+        kept = [a for a in args if not isinstance(a, sp.ZeroMatrix)]
+        if not kept:
+            return sp.ZeroMatrix(*expr.shape)
+        return kept[0] if len(kept) == 1 else sp.MatAdd(*kept)
+    if isinstance(expr, (sp.MatMul, sp.HadamardProduct)) and any(
+        isinstance(a, sp.ZeroMatrix) for a in args
+    ):
+        return sp.ZeroMatrix(*expr.shape)
+    return expr.func(*args)
 
 
 @dataclass(frozen=True)
@@ -64,6 +95,8 @@ class LayerCalculus:
     units: int
     fan_in: int
     activation: C.ActivationCalculus
+    #: whether the layer's units add a bias (the spec's ``bias``)
+    bias: bool = True
 
 
 class Derivation:
@@ -81,7 +114,7 @@ class Derivation:
         sizes = spec.sizes
         for i, layer in enumerate(spec.layers):
             act = C.activation_calculus(layer.activation, spec.activations, layer.alpha)
-            self.layers.append(LayerCalculus(i + 1, layer.units, sizes[i], act))
+            self.layers.append(LayerCalculus(i + 1, layer.units, sizes[i], act, layer.bias))
         self.output = self.layers[-1].activation
         self.loss = C.loss_calculus(spec.loss, self.output, spec.losses)
         self.expressions: dict[str, sp.Expr] = {}

@@ -4,6 +4,10 @@ forward pass, the delta recurrence and the gradients along a direction v.
 ``R{g}`` is the derivative by r of g at theta + r v, at r = 0; v has a weight part ``v_l`` and a
 bias part ``vb_l`` like the parameters. The index forms are of C (1/N), the matrix forms of the
 batch cost C_B (1/m), as the gradients of :mod:`.dense`.
+
+Each equation marks the terms of its matrix form that the Gauss-Newton approximation drops
+(``Equation.gauss_newton``): the delta V and f'' terms of R{delta}, the Delta^T R{A} term of the
+weight rows. What is left is the sweep of J^T S J v (J the Jacobian of z_L).
 """
 
 from __future__ import annotations
@@ -33,14 +37,14 @@ class DenseROp:
         w, v, vb = nt.w(l), nt.v(l), nt.vb(l)
         a_prev = nt.a(l - 1)
         if l == 1:
-            rhs = sp.Sum(_mul(v[j, i], a_prev[i]), (i, 1, nt.n(0))) + vb[j]
-            matrix = nt.A(0) * nt.V(l).T + nt.ones_m * nt.Vb(l)
+            rhs = sp.Sum(_mul(v[j, i], a_prev[i]), (i, 1, nt.n(0)))
+            matrix = nt.A(0) * nt.V(l).T
         else:
             ra = nt.Ra(l - 1)
-            rhs = (
-                sp.Sum(_mul(w[j, i], ra[i]) + _mul(v[j, i], a_prev[i]), (i, 1, nt.n(l - 1))) + vb[j]
-            )
-            matrix = nt.RA(l - 1) * nt.W(l).T + nt.A(l - 1) * nt.V(l).T + nt.ones_m * nt.Vb(l)
+            rhs = sp.Sum(_mul(w[j, i], ra[i]) + _mul(v[j, i], a_prev[i]), (i, 1, nt.n(l - 1)))
+            matrix = nt.RA(l - 1) * nt.W(l).T + nt.A(l - 1) * nt.V(l).T
+        if self.layer.bias:
+            rhs, matrix = rhs + vb[j], matrix + nt.ones_m * nt.Vb(l)
         prose: tuple = ()
         if l == 1:
             prose = (
@@ -49,6 +53,11 @@ class DenseROp:
                 "to the forward pass; v has a weight part and a bias part like the parameters "
                 "(the inputs do not depend on them).",
             )
+            if not all(layer.bias for layer in d.layers):
+                prose = (
+                    prose[0][:-1] + " A layer without bias has no bias part of v and no bias "
+                    "rows of H v.",
+                )
         d.add(
             Equation(
                 f"rop.forward.{l}", ROP, nt.Rz(l)[j], rhs, matrix=(nt.RZ(l), matrix), prose=prose
@@ -79,12 +88,18 @@ class DenseROp:
             at(fp, l, i), sp.Sum(_mul(w[j, i], rdelta[j]) + _mul(v[j, i], delta[j]), (j, 1, n_up))
         )
         back = nt.Delta(up) * nt.W(up)
-        mat = sp.HadamardProduct(nt.FP(l), nt.RDelta(up) * nt.W(up) + nt.Delta(up) * nt.V(up))
+        delta_v = nt.Delta(up) * nt.V(up)
+        mat = sp.HadamardProduct(nt.FP(l), nt.RDelta(up) * nt.W(up) + delta_v)
+        zero = sp.ZeroMatrix(nt.m, nt.n(l))
+        gauss_newton = [(delta_v, zero)]
         rhs = first
         if fpp != 0:
             back_sum = sp.Sum(_mul(w[j, i], delta[j]), (j, 1, n_up))
             rhs = first + _mul(at(fpp, l, i), nt.Rz(l)[i], back_sum)
             mat = mat + sp.HadamardProduct(nt.FPP(l), nt.RZ(l), back)
+            # the term as the sum holds it (SymPy orders the factors of a Hadamard product)
+            gauss_newton.append((next(t for t in mat.args if t.has(nt.FPP(l))), zero))
+        _check_marks(mat, gauss_newton)
         d.add(
             Equation(
                 f"rop.backward.{l}",
@@ -92,6 +107,7 @@ class DenseROp:
                 nt.Rdelta(l)[i],
                 rhs,
                 matrix=(nt.RDelta(l), mat),
+                gauss_newton=tuple(gauss_newton),
                 prose=(
                     "R{.} of the delta recurrence (product rule): f' and f'' are the activation "
                     "derivatives above",
@@ -107,14 +123,18 @@ class DenseROp:
         a_prev = nt.a(l - 1)
         inner = _mul(rdelta[j], a_prev[i])
         mat = nt.RDelta(l).T * nt.A(l - 1)
+        gauss_newton: tuple = ()
         if l > 1:
             inner += _mul(delta[j], nt.Ra(l - 1)[i])
-            mat = mat + nt.Delta(l).T * nt.RA(l - 1)
+            curvature = nt.Delta(l).T * nt.RA(l - 1)
+            mat = mat + curvature
+            gauss_newton = ((curvature, sp.ZeroMatrix(nt.n(l), nt.n(l - 1))),)
         rhs = sp.Sum(inner, (nt.sample, 1, nt.N)) / nt.N
         mat = sp.MatMul(1 / nt.m, mat)
         if reg.l2:
             rhs += nt.lambda_2 / nt.N * nt.v(l)[j, i]
             mat = sp.MatAdd(mat, nt.lambda_2 / nt.N * nt.V(l))
+        _check_marks(mat, gauss_newton)
         d.add(
             Equation(
                 f"rop.grad.W.{l}",
@@ -122,6 +142,7 @@ class DenseROp:
                 nt.HvW_(l)[j, i],
                 rhs,
                 matrix=(nt.HvW(l), mat),
+                gauss_newton=gauss_newton,
                 prose=(
                     "R{.} of the weight gradient: the Hessian-vector product's weight part (the "
                     "batch form: that of the Hessian ",
@@ -136,6 +157,8 @@ class DenseROp:
                 ),
             )
         )
+        if not self.layer.bias:  # no bias, no bias rows of H v
+            return
         d.add(
             Equation(
                 f"rop.grad.b.{l}",
@@ -145,3 +168,10 @@ class DenseROp:
                 matrix=(nt.Hvb(l), sp.MatMul(1 / nt.m, nt.ones_m.T * nt.RDelta(l))),
             )
         )
+
+
+def _check_marks(matrix: sp.Basic, marks) -> None:
+    """Every term marked for the Gauss-Newton approximation is a part of the matrix form."""
+    for part, _ in marks:
+        if not matrix.has(part):
+            raise AssertionError(f"the Gauss-Newton mark {part} is not a term of {matrix}")

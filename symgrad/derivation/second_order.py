@@ -40,8 +40,15 @@ def _l2(d: Derivation, *pairs) -> sp.Expr:
     return nt.lambda_2 / nt.N * sp.Mul(*(sp.KroneckerDelta(x, y) for x, y in pairs))
 
 
+def SG(L: int) -> sp.MatrixSymbol:
+    """``S^G_L`` (m x n_L): row x holds the Gauss-Newton curvature s^G of sample x."""
+    nt.DISPLAY.setdefault(f"SG_{L}", (f"S^{{G({L})}}", "Sᴳ" + nt.sup(L)))
+    return sp.MatrixSymbol(f"SG_{L}", nt.m, nt.n(L))
+
+
 def build_rop_output(d: Derivation) -> None:
     L, j, k = d.depth, nt.j, nt.k
+    gauss_newton: tuple = ()
     if d.output.vector:
         rhs = sp.Sum(_S(d, j, k) * nt.Rz(L)[k], (k, 1, nt.n(L)))
         matrix = None
@@ -54,7 +61,19 @@ def build_rop_output(d: Derivation) -> None:
             nt.S(L),
             " holds s for every sample).",
         )
-    d.add(Equation("rop.out", ROP, nt.Rdelta(L)[j], rhs, matrix=matrix, prose=prose))
+        if not d.loss.matching:  # Gauss-Newton keeps the loss's curvature only (gauss_newton.s)
+            gauss_newton = ((nt.S(L), SG(L)),)
+    d.add(
+        Equation(
+            "rop.out",
+            ROP,
+            nt.Rdelta(L)[j],
+            rhs,
+            matrix=matrix,
+            prose=prose,
+            gauss_newton=gauss_newton,
+        )
+    )
 
 
 def build_closed_form(d: Derivation) -> None:
@@ -63,6 +82,7 @@ def build_closed_form(d: Derivation) -> None:
     x = nt.a(0)
     i, j, k, q = nt.i, nt.j, nt.k, nt.q
     w, b = nt.w(L), nt.b(L)
+    bias = d.layers[0].bias
     if d.output.vector:
         # units k (row) and j (column) are coupled through the softmax
         S = _S(d, k, j)
@@ -106,14 +126,28 @@ def build_closed_form(d: Derivation) -> None:
                 ]
             )
         )
-        data = sp.MatMul(1 / nt.m, nt.Xt().T * nt.Sdiag("j") * nt.Xt())
-        blk = sp.MatrixSymbol("H_j", nt.n(0) + 1, nt.n(0) + 1)
+        xt = nt.Xt() if bias else nt.A(0)
+        if not bias:  # no bias: the block of unit j is its weights' alone
+            reg = nt.lambda_2 / nt.N * sp.Identity(nt.n(0))
+        data = sp.MatMul(1 / nt.m, xt.T * nt.Sdiag("j") * xt)
+        size = nt.n(0) + 1 if bias else nt.n(0)
+        blk = sp.MatrixSymbol("H_j", size, size)
         nt.DISPLAY.setdefault("H_j", ("H_{j}", "Hⱼ"))
         matrix = (blk, sp.MatAdd(data, reg) if d.spec.regularization.l2 else data)
+    if not bias:  # no bias entries
+        rows = rows[:1]
+        prose = (*prose, "; the layer has no bias (bias: false), so H has weight entries only")
     for n_row, (key, lhs, rhs) in enumerate(rows):
         if n_row == 0:
             text: tuple = (*prose, ".")
-            if matrix is not None:
+            if matrix is not None and not bias:
+                text = (
+                    *prose,
+                    ". In matrix form, over a batch X with ",
+                    nt.Sdiag("j"),
+                    " the diagonal matrix of unit j's s over the batch:",
+                )
+            elif matrix is not None:
                 text = (
                     *prose,
                     ". In matrix form, over a batch with ",
@@ -172,7 +206,10 @@ def build_blocks(d: Derivation) -> None:
             _tag(_theta1, _theta2)
             + (
                 ": the Gauss-Newton part plus the cross term from ",
-                sp.Eq(nt.z(2)[k], sp.Sum(w2[k, q] * a1[q], (q, 1, n1)) + nt.b(2)[k]),
+                sp.Eq(
+                    nt.z(2)[k],
+                    sp.Sum(w2[k, q] * a1[q], (q, 1, n1)) + (nt.b(2)[k] if d.layers[1].bias else 0),
+                ),
                 " (where q = j); no regulariser between layers.",
             ),
         ),
@@ -189,20 +226,54 @@ def build_blocks(d: Derivation) -> None:
             prose = (
                 "The exact Hessian of a network with one hidden layer, block by block. ",
                 _theta1,
-                " holds the weights and biases of layer 1, ",
-                _theta2,
-                " those of layer 2, and a block tag such as ",
+                *_holds(d, _theta2),
                 *_tag(_theta1, _theta2),
-                " names the rows and columns of H it fills. A bias entry is the weight entry "
-                "with its input (",
-                x[i],
-                " or ",
-                a1[q],
-                ") replaced by 1 and without the regulariser. ",
+                " names the rows and columns of H it fills. ",
+                *_bias_entries(d, x[i], a1[q]),
                 *text,
             )
         d.add(Equation(key, SECOND, lhs, rhs, prose=prose))
     d.alias("hess.blocks", "hess.blocks.11")
+
+
+def _holds(d: Derivation, theta2: sp.Symbol) -> tuple:
+    """What theta_1 and theta_2 hold: the weights, and the biases where the layer has them."""
+    b1, b2 = (layer.bias for layer in d.layers)
+    if b1 and b2:
+        return (
+            " holds the weights and biases of layer 1, ",
+            theta2,
+            " those of layer 2, and a block tag such as ",
+        )
+    return (
+        " holds the weights" + (" and biases" if b1 else "") + " of layer 1, ",
+        theta2,
+        " the weights" + (" and biases" if b2 else "") + " of layer 2, and a block tag such as ",
+    )
+
+
+def _bias_entries(d: Derivation, x_i: sp.Expr, a1_q: sp.Expr) -> tuple:
+    """The prose on the bias entries of the block Hessian: none for a layer without bias."""
+    inputs = [v for v, layer in zip((x_i, a1_q), d.layers, strict=True) if layer.bias]
+    if len(inputs) == 2:
+        return (
+            "A bias entry is the weight entry with its input (",
+            x_i,
+            " or ",
+            a1_q,
+            ") replaced by 1 and without the regulariser. ",
+        )
+    without = " and ".join(f"layer {l.index}" for l in d.layers if not l.bias)
+    if not inputs:
+        return (
+            f"There are no bias entries: {without} ha{'ve' if ' and ' in without else 's'} "
+            "no bias (bias: false). ",
+        )
+    return (
+        "A bias entry is the weight entry with its input (",
+        inputs[0],
+        f") replaced by 1 and without the regulariser; {without} has no bias (bias: false). ",
+    )
 
 
 def _tag(row: sp.Symbol, col: sp.Symbol) -> tuple:

@@ -9,6 +9,10 @@ Two ways to print one expression, sharing the stable rewrites of :func:`stable_r
 - :class:`~symgrad.printers.inplace.InplaceEmitter` writes assignments ``target <- expr`` as
   ufunc calls with ``out=`` into preallocated buffers (the training loop).
 
+The matrix forms (the R-operator sweeps) are printed by
+:class:`~symgrad.printers.matrix_numpy.MatrixNumPyPrinter`, which prints their entrywise
+products with this printer.
+
 Printed code is laid out as ``ruff format`` lays it out (:mod:`.pylayout`).
 """
 

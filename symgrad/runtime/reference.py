@@ -133,6 +133,9 @@ class Reference:
         self.spec = spec
         self.sizes = list(spec.sizes)
         self.L = len(spec.layers)
+        #: whether layer l has a bias (index 0 unused); a layer with ``bias: false`` keeps a
+        #: zero ``b[l]`` that no flat vector holds
+        self.bias = [None] + [layer.bias for layer in spec.layers]
         self.l2 = float(spec.regularization.l2)
         self.l1 = float(spec.regularization.l1)
         self.acts: list[_Act | None] = [None]
@@ -298,7 +301,8 @@ class Reference:
         parts = []
         for l in range(1, self.L + 1):
             parts.append((d[l][:, :, None] * s.a[l - 1][:, None, :]).reshape(len(s.X), -1))
-            parts.append(d[l])
+            if self.bias[l]:
+                parts.append(d[l])
         return np.concatenate(parts, axis=1)
 
     def jacobian(self, s: State, of: str = "z") -> np.ndarray:
@@ -322,7 +326,8 @@ class Reference:
             parts = []
             for l in range(1, L + 1):
                 parts.append((d[l][:, :, None] * s.a[l - 1][:, None, :]).reshape(m, -1))
-                parts.append(d[l])
+                if self.bias[l]:
+                    parts.append(d[l])
             out.append(np.concatenate(parts, axis=1))
         return np.stack(out, axis=1)
 

@@ -105,7 +105,8 @@ def param_labels(spec: Spec) -> list[str]:
             for j in range(1, sizes[l] + 1)
             for i in range(1, sizes[l - 1] + 1)
         ]
-        labels += [f"b^{{({l})}}_{{{j}}}" for j in range(1, sizes[l] + 1)]
+        if spec.layers[l - 1].bias:  # a layer with bias: false has no b_l
+            labels += [f"b^{{({l})}}_{{{j}}}" for j in range(1, sizes[l] + 1)]
     return labels
 
 
@@ -143,7 +144,7 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
     acts = [np.asarray(cache[2 * l], dtype=np.float64) for l in range(L + 1)]
     for l in range(1, L + 1):
         a = acts[l]
-        z = acts[l - 1] @ params[f"W_{l}"].T + params[f"b_{l}"]
+        z = acts[l - 1] @ params[f"W_{l}"].T + params.get(f"b_{l}", 0.0)
         steps.append(
             Step(
                 (f"forward.{l}", "forward"),
@@ -165,14 +166,19 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
         )
     )
     # delta^(l) of one sample is its bias gradient: dC_x/db_j = delta_j (biases are not
-    # regularised), so the trainer's gradient on sample 1 holds every delta
+    # regularised), so the trainer's gradient on sample 1 holds the delta of every layer with a
+    # bias; that of a layer with bias: false is the chain rule's of the reference network
     one = model.gradient_flat(X[:1], Y[:1])
     sizes = spec.sizes
+    bias = [None] + [layer.bias for layer in spec.layers]
     deltas, offset = {}, 0
     for l in range(1, L + 1):
         offset += sizes[l] * sizes[l - 1]
-        deltas[l] = one[offset : offset + sizes[l]]
-        offset += sizes[l]
+        if bias[l]:
+            deltas[l] = one[offset : offset + sizes[l]]
+            offset += sizes[l]
+    if not all(bias[1:]):
+        deltas.update(_reference_deltas(spec, params, X[:1], Y[:1], bias))
     steps.append(
         Step(
             ("delta.out",),
@@ -204,9 +210,9 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
     for l in range(1, L + 1):
         nw = sizes[l] * sizes[l - 1]
         gW = flat[offset : offset + nw].reshape(sizes[l], sizes[l - 1])
-        gb = flat[offset + nw : offset + nw + sizes[l]]
+        gb = flat[offset + nw : offset + nw + sizes[l]] if bias[l] else None
         gW1 = one[offset : offset + nw].reshape(sizes[l], sizes[l - 1])
-        offset += nw + sizes[l]
+        offset += nw + (sizes[l] if bias[l] else 0)
         steps.append(
             Step(
                 (f"grad.W.{l}", f"grad.{l}"),
@@ -214,7 +220,7 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
                 (
                     _value(f"\\nabla_{{W^{{({l})}}}} C_x", gW1),
                     _value(f"\\nabla_{{W^{{({l})}}}} C", gW),
-                    _value(f"\\nabla_{{b^{{({l})}}}} C", gb),
+                    *((_value(f"\\nabla_{{b^{{({l})}}}} C", gb),) if bias[l] else ()),
                 ),
                 f"C_x: sample 1; C: the batch of {m} (the mean of the per-sample gradients).",
             )
@@ -224,7 +230,7 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
     P = theta.size
     # one column of the Hessian by a Hessian-vector product: H e_p (works at any size)
     p = 0
-    q = P - sizes[-1] * (sizes[-2] + 1)  # the first weight of the output layer
+    q = P - sizes[-1] * (sizes[-2] + (1 if bias[L] else 0))  # the output layer's first weight
     e = np.zeros(P)
     e[p] = 1.0
     col = model.hvp(X, Y, e)
@@ -271,3 +277,16 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
 def _step_keys(spec: Spec) -> tuple[str, ...]:
     name = spec.optimizer.name
     return (f"opt.{name}", f"opt.{name}.theta", "newton" if name == "newton" else "opt")
+
+
+def _reference_deltas(spec: Spec, params: dict, X, Y, bias: list) -> dict:
+    """The deltas of the layers without bias (bias: false) for the samples of X, by the chain
+    rule of the reference network at the trainer's parameters."""
+    from .reference import Reference
+
+    ref = Reference(spec)
+    L = len(spec.layers)
+    W = [None] + [params[f"W_{l}"] for l in range(1, L + 1)]
+    b = [None] + [params.get(f"b_{l}", np.zeros(W[l].shape[0])) for l in range(1, L + 1)]
+    d = ref.deltas(ref.state(W, b, np.asarray(X, np.float64), np.asarray(Y, np.float64)))
+    return {l: d[l][0] for l in range(1, L + 1) if not bias[l]}

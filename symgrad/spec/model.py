@@ -17,10 +17,19 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from ..errors import SpecError
 from . import registry
@@ -69,22 +78,37 @@ def _check_identifier(value: str, what: str) -> str:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=False)
+    #: the fields typed bool (they alone take YAML's true/false)
+    _BOOLS: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_bools(cls, v: Any, info) -> Any:
-        # YAML's true/false are not numbers; only the fields typed bool may take them (none).
-        if isinstance(v, bool):
+        # YAML's true/false are not numbers; only the fields typed bool may take them.
+        if isinstance(v, bool) and info.field_name not in cls._BOOLS:
             raise ValueError(f"expected a number or a name, got {str(v).lower()}")
         return v
 
 
 class Layer(_Strict):
-    """One dense layer: ``units`` outputs, an activation and its optional parameter."""
+    """One dense layer: ``units`` outputs, an activation and its optional parameter, and
+    whether its units add a bias (``bias: false``: z = W a, no bias parameters)."""
+
+    _BOOLS: ClassVar[frozenset[str]] = frozenset({"bias"})
 
     units: StrictInt = Field(ge=1, le=MAX_UNITS)
     activation: str
     alpha: float | None = Field(default=None, gt=0, le=10)
+    bias: StrictBool = True
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        # ``bias`` appears only where it is false: a spec with biases keeps the canonical form
+        # (and so the digests) it had before the key existed.
+        data = handler(self)
+        if self.bias:
+            data.pop("bias", None)
+        return data
 
 
 class Regularization(_Strict):
@@ -205,7 +229,9 @@ class Spec(_Strict):
     @property
     def n_params(self) -> int:
         s = self.sizes
-        return sum(s[i] * s[i + 1] + s[i + 1] for i in range(len(s) - 1))
+        return sum(
+            s[i] * s[i + 1] + (s[i + 1] if layer.bias else 0) for i, layer in enumerate(self.layers)
+        )
 
     def canonical(self) -> dict[str, Any]:
         """The spec as plain data with every default filled in (stable key order)."""

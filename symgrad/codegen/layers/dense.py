@@ -2,9 +2,12 @@
 
 The layer owns its names, its offsets in the parameter vector, the printed statements of its
 activation (forward, in place), of f'_l (backpropagation, in place) and the expressions of f'_l
-and f''_l (R-operator and Hessians); ``templates/<backend>/layers/dense.jinja`` lays them out.
+(R-operator) and f''_l (the two-layer Hessian); the statements of its R-operator equations come
+from :mod:`..rop`. ``templates/<backend>/layers/dense.jinja`` lays them out.
 Storage: layer 1 keeps W_1 (row-major) then b_1 and reads X directly; a later layer keeps the rows
-``[W_l | b_l]`` so one product with ``[a_{l-1} | 1]`` includes the bias.
+``[W_l | b_l]`` so one product with ``[a_{l-1} | 1]`` includes the bias. A layer without bias
+(``bias: false``) keeps W_l alone and reads a_{l-1}; the public order is W_l, then b_l where
+present.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class Dense:
     i0: int = 0
     i1: int = 0
     softmax: bool = False
+    #: whether the layer has a bias; whether a_l carries a ones column (the next layer's bias)
+    bias: bool = True
+    ones: bool = False
     keep_z: bool = False
     forward_lines: list[str] = field(default_factory=list)
     fp_lines: list[str] = field(default_factory=list)
@@ -47,13 +53,14 @@ class Dense:
     fp_needs_z: bool = False
     fpp_needs_z: bool = False
     fpp_zero: bool = True
-    rop_curvature: str = ""  # f''_l R{z_l} back_l (R-operator)
     chunk_curvature: str = ""  # f''_l back_l (the two-layer Hessian)
     init_scale: str = ""
     eq_forward: str = ""
     eq_grad: str = ""
     eq_backprop: str = ""
     grad_names: tuple[str, str] = ("", "")
+    #: the statements of the layer's R-operator equations (a ``LayerROp`` of :mod:`..rop`)
+    rop: object = None
     kind: str = "dense"
     macros: str = MACROS
 
@@ -86,10 +93,11 @@ def dense_layer(
     """
     l, units, fan_in = layer.index, layer.units, layer.fan_in
     w0, i0 = offsets
-    ctx = Dense(l, units, fan_in, d.depth, softmax=layer.activation.vector)
+    ctx = Dense(l, units, fan_in, d.depth, softmax=layer.activation.vector, bias=layer.bias)
+    ctx.ones = l < d.depth and d.layers[l].bias
     ctx.w0, ctx.w1 = w0, w0 + units * fan_in
-    ctx.b1 = ctx.w1 + units
-    ctx.i0, ctx.i1 = i0, i0 + units * (fan_in + 1)
+    ctx.b1 = ctx.w1 + (units if layer.bias else 0)
+    ctx.i0, ctx.i1 = i0, i0 + units * (fan_in + (1 if layer.bias else 0))
     if not ctx.softmax:  # softmax is laid out by the template's helper (no elementwise kernel)
         f, fp, fpp = (kernels.kernel(d, f"act.{l}.{k}") for k in ("f", "df", "d2f"))
         ctx.fp_needs_z, ctx.fpp_needs_z = _uses(fp, C.z), _uses(fpp, C.z)
@@ -108,9 +116,8 @@ def dense_layer(
         if fp.is_Number:
             ctx.fp_expr = f"{readable.fn('full_like')}(a_{l}, {ctx.fp_expr})"
         ctx.fpp_zero = fpp == 0
-        rz, back = sp.Symbol("Rz"), sp.Symbol("back")
-        curv = printer({"z": f"z_{l}", "a": f"a_{l}", "Rz": f"Rz_{l}", "back": f"back_{l}"})
-        ctx.rop_curvature = curv.expression(fpp * rz * back)
+        back = sp.Symbol("back")
+        curv = printer({"z": f"z_{l}", "a": f"a_{l}", "back": f"back_{l}"})
         ctx.chunk_curvature = curv.expression(fpp * back)
         if not ctx.last:  # the output layer's f' is fused into its delta
             back = InplaceEmitter(names, arrays, lambda k: f"t_{l}_{k}", printer=printer)
@@ -119,7 +126,9 @@ def dense_layer(
             em.scratch_used = max(em.scratch_used, back.scratch_used)
         ctx.scratch = em.scratch_used
     ctx.eq_forward = cite(f"forward.{l}", "forward") + ", " + cite(f"act.{l}.f", "forward.layers")
-    ctx.eq_grad = cite(f"grad.W.{l}", f"grad.{l}") + ", " + cite(f"grad.b.{l}", f"grad.{l}")
+    ctx.eq_grad = cite(f"grad.W.{l}", f"grad.{l}")
+    if layer.bias:
+        ctx.eq_grad += ", " + cite(f"grad.b.{l}", f"grad.{l}")
     if l > 1:
         ctx.eq_backprop = cite(f"backprop.{l - 1}")
     return ctx

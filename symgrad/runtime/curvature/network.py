@@ -317,6 +317,12 @@ class Network:
 
     def __init__(self, model, spec: Spec | str | dict | None = None) -> None:
         spec = spec_of(model, spec)
+        without = [l for l, layer in enumerate(spec.layers, start=1) if not layer.bias]
+        if without:
+            raise ValueError(
+                f"the curvature tools need a bias on every layer; layer {without[0]} of "
+                f"{spec.name!r} has bias: false"
+            )
         self.spec = spec
         self.sizes = list(spec.sizes)
         self.L = len(spec.layers)

@@ -78,14 +78,14 @@ class Net(Bindings):
 
     def flat_gradient(self) -> np.ndarray:
         gW, gb = self.gradient()
-        return flat_params(gW, gb).astype(np.float64)
+        return flat_params(gW, gb, self.ctx.bias).astype(np.float64)
 
     def smooth_gradient(self) -> np.ndarray:
         """The gradient of the smooth part of C (data and L2; the L1 term is a proximal step)."""
         st, ref = self.state, self.ctx.ref
         sign = [None] + [st.frozen.get(("sign", l), np.sign(st.W[l])) for l in self._layers()]
         zeros = [None] + [np.zeros(st.b[l].size) for l in self._layers()]
-        return self.flat_gradient() - ref.l1 / st.N * flat_params(sign, zeros)
+        return self.flat_gradient() - ref.l1 / st.N * flat_params(sign, zeros, self.ctx.bias)
 
     def per_sample_gradient(self) -> np.ndarray:
         """``dC_x / dtheta`` of every sample (m, P), public order."""
@@ -231,7 +231,7 @@ class Net(Bindings):
             "Xt": lambda: np.hstack([st.X, np.ones((self.m, 1))]),
             "I_w": lambda: np.diag(ctx.weight_mask),
             "g_v": lambda: self.smooth_gradient()[:, None],
-            "theta_v": lambda: flat_params(st.W, st.b)[:, None],
+            "theta_v": lambda: flat_params(st.W, st.b, ctx.bias)[:, None],
             "H": lambda: ctx.hessian_matrix(self),
         }
         if name in whole:
@@ -280,7 +280,9 @@ class Net(Bindings):
             # the trainer's block of output unit j, over [w_1[j, :], b_1[j]], by hvp
             n0 = self.state.W[1].shape[1]
             j = self._unit
-            idx = np.concatenate([j * n0 + np.arange(n0), [ctx.offsets[("b", 1)] + j]])
+            idx = j * n0 + np.arange(n0)
+            if ctx.bias[1]:
+                idx = np.concatenate([idx, [ctx.offsets[("b", 1)] + j]])
             full = np.zeros((ctx.P, v.shape[1]))
             full[idx] = v
             return np.stack([ctx.trainer_hvp(c)[idx] for c in full.T], axis=1)

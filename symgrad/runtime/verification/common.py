@@ -58,9 +58,15 @@ def random_batch(spec: Spec, m: int, rng: np.random.Generator) -> tuple[np.ndarr
     return X, Y
 
 
-def flat_params(W: list, b: list) -> np.ndarray:
-    """``W``, ``b`` lists (index 0 unused) -> the public flat vector (W_1 row-major, b_1, ...)."""
-    return np.concatenate([np.concatenate([W[l].ravel(), b[l]]) for l in range(1, len(W))])
+def flat_params(W: list, b: list, bias: list | None = None) -> np.ndarray:
+    """``W``, ``b`` lists (index 0 unused) -> the public flat vector (W_1 row-major, b_1, ...);
+    ``bias[l]`` false leaves b_l out (a layer with ``bias: false``)."""
+    return np.concatenate(
+        [
+            np.concatenate([W[l].ravel(), b[l] if bias is None or bias[l] else b[l][:0]])
+            for l in range(1, len(W))
+        ]
+    )
 
 
 def public(trainer, internal: np.ndarray) -> np.ndarray:

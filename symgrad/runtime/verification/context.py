@@ -39,10 +39,17 @@ class Context:
         self.rng = np.random.default_rng((seed, 0x5E1F))
         X, Y = random_batch(spec, batch, self.rng)
         params = self.trainer.params()
+        #: whether layer l has a bias: one without keeps b_l = 0, in no flat vector
+        self.bias = self.ref.bias
         W = [None] + [np.array(params[f"W_{l}"], dtype=np.float64) for l in range(1, self.L + 1)]
-        b = [None] + [np.array(params[f"b_{l}"], dtype=np.float64) for l in range(1, self.L + 1)]
+        b = [None] + [
+            np.array(params[f"b_{l}"], dtype=np.float64)
+            if self.bias[l]
+            else np.zeros(W[l].shape[0])
+            for l in range(1, self.L + 1)
+        ]
         for l in range(1, self.L + 1):
-            if not np.any(b[l]):
+            if self.bias[l] and not np.any(b[l]):
                 b[l] = 0.5 * self.rng.standard_normal(b[l].shape)
         self.state = self.ref.freeze(self.ref.state(W, b, X, Y))
         for _ in range(20):  # a draw on which every unit is dead (ReLU) would check nothing
@@ -50,9 +57,12 @@ class Context:
             if any(np.any(gW[l]) or np.any(gb[l]) for l in range(1, self.L + 1)):
                 break
             X, Y = random_batch(spec, batch, self.rng)
-            b = [None] + [0.5 * self.rng.standard_normal(b[l].shape) for l in range(1, self.L + 1)]
+            b = [None] + [
+                0.5 * self.rng.standard_normal(b[l].shape) if self.bias[l] else b[l]
+                for l in range(1, self.L + 1)
+            ]
             self.state = self.ref.freeze(self.ref.state(W, b, X, Y))
-        self.trainer.set_flat(flat_params(W, b).astype(self.trainer.dtype))
+        self.trainer.set_flat(flat_params(W, b, self.bias).astype(self.trainer.dtype))
         self.m = batch
         self.sizes = {nt.n(l): n for l, n in enumerate(spec.sizes)}
         self.sizes.update({nt.m: batch, nt.N: batch})
@@ -62,13 +72,17 @@ class Context:
         for l in range(1, self.L + 1):
             self.offsets[("w", l)] = off
             off += W[l].size
-            self.offsets[("b", l)] = off
-            off += b[l].size
+            if self.bias[l]:
+                self.offsets[("b", l)] = off
+                off += b[l].size
         self.P = off
         self.sizes[nt.P] = off
-        self.theta0 = flat_params(W, b)
+        self.theta0 = flat_params(W, b, self.bias)
         self.weight_mask = np.concatenate(
-            [np.r_[np.ones(W[l].size), np.zeros(b[l].size)] for l in range(1, self.L + 1)]
+            [
+                np.r_[np.ones(W[l].size), np.zeros(b[l].size if self.bias[l] else 0)]
+                for l in range(1, self.L + 1)
+            ]
         )
         #: names an equation defines (its lhs has no other value): name -> equation
         self.defined: dict = {}
@@ -96,6 +110,8 @@ class Context:
         self.newton_theta: np.ndarray | None = None
 
     def _block(self, flat, kind, l):
+        if kind == "b" and not self.bias[l]:  # no bias: b_l (and its part of v) stays 0
+            return np.zeros(self.state.b[l].shape)
         shape = self.state.W[l].shape if kind == "w" else self.state.b[l].shape
         off = self.offsets[(kind, l)]
         return np.asarray(flat[off : off + int(np.prod(shape))]).reshape(shape)
@@ -198,7 +214,7 @@ class Context:
         raise NotEvaluable(f"the Hessian of {self.P} parameters (limit {HESSIAN_MAX})")
 
     def fd_hessian(self, st: State) -> np.ndarray:
-        theta = flat_params(st.W, st.b)
+        theta = flat_params(st.W, st.b, self.bias)
         cols = []
         for q in range(self.P):
 
@@ -208,19 +224,22 @@ class Context:
                 W, b = self.unflatten(th)
                 moved = self.ref.with_params(st, W, b)
                 gW, gb = self.ref.gradient(moved)
-                return flat_params(gW, gb), self.ref.signature(moved)
+                return flat_params(gW, gb, self.bias), self.ref.signature(moved)
 
             cols.append(fd(fun)[0])
         H = np.stack(cols, axis=1).astype(np.float64)
         return (H + H.T) / 2
 
     def hessian_block(self, j: int):
-        """The trainer's Hessian over ``[w_1[j, :], b_1[j]]`` (a model without hidden layers):
-        from ``hessian``, or from ``hvp`` columns above HESSIAN_MAX parameters."""
+        """The trainer's Hessian over ``[w_1[j, :], b_1[j]]`` (a model without hidden layers;
+        ``w_1[j, :]`` alone without a bias): from ``hessian``, or from ``hvp`` columns above
+        HESSIAN_MAX parameters."""
         if self.L != 1:
             return None
         n0 = self.state.W[1].shape[1]
-        idx = np.concatenate([j * n0 + np.arange(n0), [self.offsets[("b", 1)] + j]])
+        idx = j * n0 + np.arange(n0)
+        if self.bias[1]:
+            idx = np.concatenate([idx, [self.offsets[("b", 1)] + j]])
         H = self.t_hessian()
         if H is not None:
             return H[np.ix_(idx, idx)]
