@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 
 import numpy as np
 
@@ -117,3 +118,15 @@ def weight_mask(model) -> np.ndarray:
             mask[offset : offset + view.size] = True
         offset += view.size
     return mask
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for a child that a test interrupts: SIGINT and SIGTERM at their defaults.
+
+    A child keeps the dispositions it inherits, and a shell without job control starts
+    background jobs with SIGINT ignored (so ``nohup symgrad train ... &`` is not stopped by
+    Ctrl-C, as it should not be). A test suite started that way must still be able to interrupt
+    the CLI it runs.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import default_signals
 
 from symgrad.codegen import generate_source
 from symgrad.runtime import atomic
@@ -28,6 +29,7 @@ def cli(*args, **kw):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,  # the interrupt tests send SIGINT/SIGTERM
         **kw,
     )
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import default_signals
 
 import symgrad.runtime.loader as loader
 from symgrad.cli import main
@@ -735,6 +736,7 @@ def test_interrupt_with_a_signal_reports_what_the_checkpoint_holds(work):
         [sys.executable, "-m", "symgrad.cli", "train", "slow.yaml", "--data", "big.csv",
          "--checkpoint", "ck.npz", "-q"],
         cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_signals,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while not (work / "ck.npz").exists() and proc.poll() is None and time.monotonic() < deadline:
