@@ -198,7 +198,7 @@ def derive(spec: Spec | str | os.PathLike, *, budget: float | None = None) -> De
     SymPy objects themselves do not travel between processes: their pickles lose the order
     SymPy prints them in); only when that finished in time is the same deterministic work done
     here, so a spec that would run away is refused before it can take this process. The child's
-    result is cached by spec hash, so a second call pays for the derivation once.
+    result is cached by spec hash: a second call for the same spec only derives here.
 
     Raises:
         BudgetError: the work ran past ``budget``, or past the child's memory limit.
