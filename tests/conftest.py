@@ -102,6 +102,18 @@ def make_data(out: str, loss: str, n: int = 6, inputs: int = 3, outputs: int = 2
     return X, make_targets(out, loss, n, outputs, rng)
 
 
+def spec_error(source):
+    """The SpecError that loading ``source`` (a dict, YAML text or a path) raises."""
+    import pytest
+
+    from symgrad.errors import SpecError
+    from symgrad.spec import load_spec
+
+    with pytest.raises(SpecError) as info:
+        load_spec(source)
+    return info.value
+
+
 def rel_err(actual, expected) -> float:
     """Norm-wise relative error |actual - expected| / max(|expected|, tiny)."""
     actual = np.asarray(actual, dtype=np.float64)

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import spec_error
 
 import symgrad
-from symgrad import SpecError, calculus, load_spec, optimizers
+from symgrad import calculus, load_spec, optimizers
 from symgrad.calculus import core
 from symgrad.codegen import generate_source
 from symgrad.printers.text import render_text
@@ -42,10 +43,7 @@ def spec(**changes) -> dict:
     return d
 
 
-def err(source) -> SpecError:
-    with pytest.raises(SpecError) as info:
-        load_spec(source)
-    return info.value
+err = spec_error
 
 
 @pytest.fixture

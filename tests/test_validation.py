@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from conftest import spec_error
 
 from symgrad import SpecError, load_spec
 
@@ -29,10 +30,7 @@ def spec(**changes):
     return d
 
 
-def err(source) -> SpecError:
-    with pytest.raises(SpecError) as info:
-        load_spec(source)
-    return info.value
+err = spec_error
 
 
 def test_valid_base_loads():

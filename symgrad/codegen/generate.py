@@ -203,7 +203,9 @@ def _text_literal(text: str) -> str:
     return '"""' + "".join(out) + '"""'
 
 
-def _spec_and_file(spec: Spec | str | os.PathLike, spec_file: str | None) -> tuple[Spec, str]:
+def spec_and_file(spec: Spec | str | os.PathLike, spec_file: str | None) -> tuple[Spec, str]:
+    """The Spec and the path a module's header names: ``spec_file``, else the path given, else
+    ``<name>.yaml``."""
     if not isinstance(spec, Spec):
         spec_file = spec_file or Path(spec).as_posix()
         spec = load_spec(spec)
@@ -212,7 +214,7 @@ def _spec_and_file(spec: Spec | str | os.PathLike, spec_file: str | None) -> tup
 
 def generate_source(spec: Spec | str | os.PathLike, spec_file: str | None = None) -> str:
     """The trainer module's source for ``spec`` (a Spec, or a path to a YAML file)."""
-    spec, spec_file = _spec_and_file(spec, spec_file)
+    spec, spec_file = spec_and_file(spec, spec_file)
     return render_source(derive(spec), spec_file)
 
 
@@ -225,7 +227,7 @@ def generate_with_citations(
     The map is recorded while the module is rendered (each citation is printed as a marker
     that is resolved afterwards, see :class:`.cite.Citations`), not found in its text.
     """
-    spec, spec_file = _spec_and_file(spec, spec_file)
+    spec, spec_file = spec_and_file(spec, spec_file)
     d = derive(spec)
     cite = Citations(d, marked=True)
     source, _ = render(d, spec_file, citations=cite)

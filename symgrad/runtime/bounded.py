@@ -30,7 +30,6 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..calculus.budget import TOTAL_ENV, clock_available, total_budget, total_seconds
@@ -221,10 +220,9 @@ def generate_source(
     """The trainer module's source for ``spec`` (a Spec or a YAML path), derived and printed
     within ``budget`` seconds from any thread (see :func:`module_source`); ``spec_file`` is the
     path the module's header names (default: the path given, else ``<name>.yaml``)."""
-    if not isinstance(spec, Spec):
-        spec_file = spec_file or Path(spec).as_posix()
-        spec = load_spec(spec)
-    return module_source(spec, spec_file or f"{spec.name}.yaml", budget=budget)
+    from ..codegen.generate import spec_and_file
+
+    return module_source(*spec_and_file(spec, spec_file), budget=budget)
 
 
 # ---------------------------------------------------------------------------------------
