@@ -181,6 +181,51 @@ def test_cluster_equals_the_trainer_fit(client, optimizer):
     np.testing.assert_allclose(model.get_flat(), one.get_flat(), rtol=0, atol=1e-10)
 
 
+SCIPY = {"lbfgs": "L-BFGS-B", "trust_ncg": "trust-ncg"}
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "trust_ncg"])
+@pytest.mark.parametrize("kind", ["logistic", "softmax", "mlp"])
+def test_scipy_methods_equal_scipy_on_one_machine(client, kind, method):
+    """L-BFGS / trust-region Newton-CG over the cluster's sums take SciPy's iterations on the
+    whole in-memory array (the trainer's loss, gradient_flat and hvp) to 1e-10."""
+    pytest.importorskip("scipy")
+    from symgrad.runtime.curvature import scipy_objective
+
+    spec = _spec(kind)
+    X, Y = _data(kind)
+    model = load_trainer(spec)
+    start = model.get_flat()
+    k = 6
+    result = fit(model, *_dask(X, Y), method=method, client=client, iterations=k)
+    assert result.iterations == k == model.epochs_done == len(result.history["loss"])
+    obj = scipy_objective(load_trainer(spec), X, Y)
+    options = {"maxiter": k, "gtol": 0.0}
+    if method == "lbfgs":
+        options.update(ftol=0.0, maxcor=10)
+    expected = obj.minimize(SCIPY[method], options=options)
+    theta = model.get_flat()
+    assert np.abs(theta - start).max() > 1e-2  # it moved
+    np.testing.assert_allclose(theta, expected.x, rtol=0, atol=1e-10)
+    # the history's cost is the trainer's loss at the point each iteration reached
+    assert result.history["loss"][-1] == pytest.approx(obj.fun(expected.x), rel=1e-12)
+    assert result.history["loss"] == sorted(result.history["loss"], reverse=True)
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "trust_ncg"])
+def test_scipy_methods_converge_to_newtons_optimum(client, method):
+    pytest.importorskip("scipy")
+    spec = _spec("logistic")  # strictly convex: one optimum
+    X, Y = _data("logistic")
+    model = load_trainer(spec)
+    result = fit(model, *_dask(X, Y), method=method, client=client, iterations=200, tol=1e-9)
+    assert result.converged and result.iterations < 200
+    assert np.abs(model.gradient_flat(X, Y)).max() <= 1e-8
+    newton = load_trainer(spec)
+    reference(newton, X, Y, "newton", 12, 1.0, 0.0)
+    np.testing.assert_allclose(model.get_flat(), newton.get_flat(), rtol=0, atol=1e-7)
+
+
 def test_gd_with_l1_takes_the_proximal_step(client):
     raw = dict(SPECS["softmax"], regularization={"l2": 0.05, "l1": 0.5})
     raw["optimizer"] = {"name": "gd", "learning_rate": 0.5, "epochs": 3}

@@ -208,17 +208,18 @@ def test_method_for_the_spec():
     with pytest.raises(SymgradError) as err:
         method_for(load_spec(dict(MLP, optimizer={"name": "gd"})), batch_size=32)
     assert str(err.value) == (
-        "--cluster trains with full-batch gd or newton only; a batch size (32) means mini-batch "
-        "steps, which stay on one machine (drop --cluster or the batch size; see the README, "
-        "'Training on a cluster')"
+        "--cluster trains full-batch only (gd, newton, lbfgs, trust_ncg); a batch size (32) "
+        "means mini-batch steps, which stay on one machine (drop --cluster or the batch size; "
+        "see the README, 'Training on a cluster')"
     )
 
 
 def test_fit_refuses_unknown_methods():
     with pytest.raises(
-        ValueError, match=r"^method must be one of gd, newton, newton_cg; got 'lbfgs'"
+        ValueError,
+        match=r"^method must be one of gd, newton, newton_cg, lbfgs, trust_ncg; got 'bfgs'",
     ):
-        fit(None, None, None, method="lbfgs")
+        fit(None, None, None, method="bfgs")
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
@@ -244,9 +245,9 @@ def test_cli_refuses_mini_batch_optimizers_with_cluster(tmp_path, capsys, optimi
     assert code == 2
     err = capsys.readouterr().err
     assert err == (
-        f"symgrad: error: --cluster trains with full-batch gd or newton only; optimizer "
-        f"'{optimizer}' takes mini-batch steps, which stay on one machine (drop --cluster; see "
-        "the README, 'Training on a cluster')\n"
+        "symgrad: error: --cluster trains full-batch only (gd, newton, lbfgs, trust_ncg); "
+        f"optimizer '{optimizer}' takes mini-batch steps, which stay on one machine "
+        "(drop --cluster; see the README, 'Training on a cluster')\n"
     )
 
 

@@ -1,4 +1,5 @@
-"""The Dask driver: full-batch gd, Newton and Newton-CG with the data spread over workers.
+"""The Dask driver: full-batch gd, Newton, Newton-CG, L-BFGS and trust-region Newton-CG with the
+data spread over workers.
 
 Each iteration maps the generated trainer's own NumPy functions over the partitions of the data
 (``loss``, ``gradient_flat``, ``hessian`` or ``gauss_newton``, ``hvp``), evaluated with the
@@ -9,7 +10,10 @@ of samples of all partitions together and R the penalty without its 1/N,
 
     C(theta) = (1/N) * (sum_k S_k(theta) + R(theta)),  R = lambda_2/2 sum w^2 + lambda_1 sum |w|
 
-(weights only), which is what the trainer's ``loss`` returns on the whole set. The generated
+(weights only), which is what the trainer's ``loss`` returns on the whole set. L-BFGS and
+trust-region Newton-CG are SciPy's (``minimize`` with ``L-BFGS-B`` and ``trust-ncg``) running
+on the client: each value and gradient it asks for is one round of sums, each Hessian-vector
+product another. The generated
 module travels to the workers as source with its sha256; a worker checks the hash before it
 imports the source, from memory, and keeps one trainer per thread.
 
@@ -57,7 +61,9 @@ __all__ = [
 ]
 
 #: The methods the driver runs: one full-batch step per iteration.
-METHODS = ("gd", "newton", "newton_cg")
+METHODS = ("gd", "newton", "newton_cg", "lbfgs", "trust_ncg")
+#: Methods whose iterations SciPy's ``minimize`` runs on the client, with the cluster's sums.
+SCIPY_METHODS = {"lbfgs": "L-BFGS-B", "trust_ncg": "trust-ncg"}
 #: Optimisers of the spec that take mini-batch steps: refused with ``--cluster``.
 MINI_BATCH = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 #: The partial sums are added in groups of this many per level of the reduction tree.
@@ -263,6 +269,7 @@ def fit(
     persist: bool = True,
     partitions: int = 8,
     callback: Callable[[int, dict], Any] | None = None,
+    history_size: int = 10,
 ) -> ClusterFit:
     """Train ``model`` full-batch on data partitioned across a Dask cluster.
 
@@ -275,7 +282,11 @@ def fit(
         method: ``"gd"`` (theta -= eta * grad C, with a proximal step for lambda_1), ``"newton"``
             (solve (H + damping I) p = grad C with the summed P x P matrix; theta -= eta * p) or
             ``"newton_cg"`` (the same system by conjugate gradients, one round of Hessian-vector
-            products per CG step; the matrix is never formed).
+            products per CG step; the matrix is never formed); ``"lbfgs"`` (SciPy's L-BFGS-B,
+            no bounds) or ``"trust_ncg"`` (SciPy's trust-region Newton-CG on Hessian-vector
+            products): SciPy iterates on the client, the cluster computes every value, gradient
+            and Hessian-vector product it asks for; ``learning_rate`` and ``damping`` are not
+            used (the line search and the trust radius choose the step).
         client: a ``distributed.Client`` (default: the current one).
         iterations: updates to make (default: the trainer's ``epochs``).
         learning_rate: eta (default: the trainer's ``learning_rate``).
@@ -289,6 +300,7 @@ def fit(
             memory).
         partitions: row blocks for NumPy inputs.
         callback: ``callback(epoch, history)`` after each update; returning False stops.
+        history_size: the pairs (s, y) L-BFGS keeps (SciPy's ``maxcor``).
 
     Returns:
         A :class:`ClusterFit`. ``model.epochs_done`` counts the updates, as ``fit`` does.
@@ -329,12 +341,17 @@ def fit(
     history: dict[str, list] = {"loss": [], "grad_norm": [], "seconds": []}
     result = ClusterFit(model, history, samples=N, partitions=len(driver.blocks))
     started = time.perf_counter()
-    what = {"gd": "gradient", "newton": curvature, "newton_cg": "gradient"}[method]
+    what = {"newton": curvature}.get(method, "gradient")
     maxiter = min(P, 250) if cg_maxiter is None else int(cg_maxiter)
 
     def hvp(theta: np.ndarray, d: np.ndarray) -> np.ndarray:
         s = driver.sums(theta, "hvp", d)
         return (s.curvature + l2 * mask * d) / N + damping * d
+
+    if method in SCIPY_METHODS:
+        _fit_scipy(driver, result, method, iterations, tol, mask, N, callback, history_size)
+        result.seconds = time.perf_counter() - started
+        return result
 
     for _ in range(iterations):
         t0 = time.perf_counter()
@@ -382,6 +399,79 @@ def fit(
             break
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _fit_scipy(driver, result, method, iterations, tol, mask, N, callback, history_size) -> None:
+    """``scipy.optimize.minimize`` on the client over the cluster's sums (no L1 term).
+
+    ``tol`` is SciPy's ``gtol``: L-BFGS-B stops once max |grad C| <= tol, trust-ncg once
+    ||grad C||_2 < tol; without it every iteration runs (``ftol`` is 0 for L-BFGS-B). The
+    history records, per iteration, the cost and max |grad C| at the point it reached.
+    """
+    from scipy.optimize import minimize
+
+    model = result.model
+    l2 = float(model.l2)
+    history = result.history
+    seen: dict[bytes, tuple[float, np.ndarray]] = {}
+    clock = [time.perf_counter()]
+
+    def value_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+        key = x.tobytes()
+        if key not in seen:
+            s = driver.sums(x, "gradient")
+            w = mask * x
+            cost = (s.loss + 0.5 * l2 * float(w @ w)) / N
+            grad = (s.gradient + l2 * w) / N
+            if not (math.isfinite(cost) and np.isfinite(grad).all()):
+                raise ClusterDivergenceError(
+                    f"iteration {model.epochs_done + 1}: the cost became {cost} (or the gradient "
+                    "NaN/inf); the parameters were left at the last good ones"
+                )
+            seen.clear()  # SciPy asks again only for the point it evaluated last
+            seen[key] = (cost, grad)
+        cost, grad = seen[key]
+        return cost, grad.copy()
+
+    def hessp(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        s = driver.sums(x, "hvp", np.asarray(p, dtype=x.dtype))
+        return (s.curvature + l2 * mask * p) / N
+
+    def on_iteration(intermediate_result) -> None:
+        x = np.asarray(intermediate_result.x, dtype=np.float64)
+        cost, grad = value_and_gradient(x)
+        model.set_flat(x)
+        model.epochs_done += 1
+        result.iterations += 1
+        history["loss"].append(cost)
+        history["grad_norm"].append(float(np.abs(grad).max()))
+        now = time.perf_counter()
+        history["seconds"].append(now - clock[0])
+        clock[0] = now
+        if callback is not None and callback(model.epochs_done, history) is False:
+            raise StopIteration
+
+    gtol = 0.0 if tol is None else float(tol)
+    if method == "lbfgs":
+        options = {"maxiter": iterations, "gtol": gtol, "ftol": 0.0, "maxcor": int(history_size)}
+        extra = {}
+    else:
+        options = {"maxiter": iterations, "gtol": gtol}
+        extra = {"hessp": hessp}
+    if iterations <= 0:
+        return
+    out = minimize(
+        value_and_gradient,
+        np.asarray(model.get_flat(), dtype=np.float64),
+        jac=True,
+        method=SCIPY_METHODS[method],
+        callback=on_iteration,
+        options=options,
+        **extra,
+    )
+    if result.iterations == 0 or not np.array_equal(out.x, model.get_flat()):
+        model.set_flat(out.x)  # SciPy's result when it ended without a last callback
+    result.converged = tol is not None and bool(out.success) and out.status != 99
 
 
 def _conjugate_gradients(apply, g: np.ndarray, maxiter: int, rtol: float) -> np.ndarray:
@@ -457,6 +547,9 @@ def connect(address: str = "local", n_workers: int = 2, timeout: float = 30.0):
         yield client
 
 
+_FULL_BATCH = "gd, newton, lbfgs, trust_ncg"
+
+
 def method_for(spec, batch_size: int | None = None) -> str:
     """The driver's method for ``spec``'s optimiser; mini-batch optimisers are refused."""
     from ..spec import NEWTON_EXACT_MAX
@@ -465,17 +558,19 @@ def method_for(spec, batch_size: int | None = None) -> str:
     why = "see the README, 'Training on a cluster'"
     if opt.name in MINI_BATCH:
         raise SymgradError(
-            f"--cluster trains with full-batch gd or newton only; optimizer {opt.name!r} takes "
+            f"--cluster trains full-batch only ({_FULL_BATCH}); optimizer {opt.name!r} takes "
             f"mini-batch steps, which stay on one machine (drop --cluster; {why})"
         )
     size = batch_size or opt.batch_size
     if size is not None:
         raise SymgradError(
-            f"--cluster trains with full-batch gd or newton only; a batch size ({size}) means "
+            f"--cluster trains full-batch only ({_FULL_BATCH}); a batch size ({size}) means "
             f"mini-batch steps, which stay on one machine (drop --cluster or the batch size; {why})"
         )
     if opt.name == "newton":
         return "newton" if spec.n_params <= NEWTON_EXACT_MAX else "newton_cg"
+    if opt.name in SCIPY_METHODS:
+        return opt.name
     return "gd"
 
 
@@ -607,6 +702,7 @@ def train_command(
                 client=client,
                 iterations=remaining,
                 callback=callback,
+                history_size=getattr(spec.optimizer, "history", 10),
             )
     except KeyboardInterrupt:
         click.echo(
