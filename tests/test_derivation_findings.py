@@ -180,11 +180,11 @@ def test_finding08_newton_step_has_eta_cg_and_the_indefinite_case() -> None:
     d = _derive(EXAMPLES / "logistic_regression.yaml")
     assert r"\theta &\leftarrow \theta - \eta p" in block(d, "newton")
     assert d.equation("newton").section == "Update"
-    assert r"p &= \left(H + \mu I\right)^{-1} g" in block(d, "newton.exact")
+    assert r"p &= \left(H + \mu_s I\right)^{-1} g" in block(d, "newton.exact")
     assert r"p &\leftarrow p + \alpha d" in block(d, "newton.cg")
     tex = render(d, "latex")
     assert "Above 2,000 parameters" in tex
-    assert "when it is indefinite the solve still returns its p" in tex
+    assert "the damping is raised until it has one" in tex
     assert "the indefinite case" in tex
 
 

@@ -153,11 +153,21 @@ def linear_mse_hessian(X):
     return Xt.T @ Xt / len(X)
 
 
+def damped_solve(H, damping, g):
+    """p with (H + mu I) p = g, mu = damping raised (mu <- 10 max(mu, 1e-8 max |H_ii|)) until
+    H + mu I is positive definite (its least eigenvalue > 0)."""
+    scale = float(np.abs(np.diag(H)).max()) or 1.0
+    mu, eye = damping, np.eye(len(g))
+    while np.linalg.eigvalsh(H + mu * eye).min() <= 0:
+        mu = 10 * max(mu, 1e-8 * scale)
+    return np.linalg.solve(H + mu * eye, g)
+
+
 def textbook_newton(theta, g, steps, eta, damping, hess=None):
     """theta <- theta - eta (H + damping I)^-1 g; H = X~^T X~ / n unless ``hess`` is given."""
     for _ in range(steps):
         H = linear_mse_hessian(X4) if hess is None else hess(theta)
-        theta = theta - eta * np.linalg.solve(H + damping * np.eye(len(theta)), g(theta))
+        theta = theta - eta * damped_solve(H, damping, g(theta))
     return theta
 
 
@@ -276,8 +286,7 @@ def textbook_regularised(name, theta, g, epochs, X, Y, mask, l2, l1, batch=None,
                 step = eta / (np.sqrt(v / (1 - b2**t)) + eps)
                 u = theta - step * m / (1 - b1**t)
             else:  # newton: the Hessian of the smooth part (data + l2/N)
-                H = hess(theta) + h["damping"] * np.eye(len(theta))
-                u = theta - eta * np.linalg.solve(H, grad)
+                u = theta - eta * damped_solve(hess(theta), h["damping"], grad)
             theta = np.where(mask, soft_threshold(u, step * l1 / N), u)
             if name == "momentum":
                 v = v + theta - u
@@ -444,7 +453,7 @@ def test_changing_the_learning_rate_between_fits(name):
     assert_params(model.theta, expected)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam", "newton"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "newton", "lbfgs", "trust_ncg"])
 def test_track_false_trains_the_same(name):
     spec = linear_spec(name, batch_size=3)
     a, b = make(spec, seed=3), make(spec, seed=3)

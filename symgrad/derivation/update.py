@@ -7,7 +7,7 @@ import sympy as sp
 from .. import optimizers
 from . import notation as nt
 from .ir import Derivation, Equation
-from .newton import build_newton
+from .newton import BUILDERS, build_newton
 
 UPDATE = "Update"
 
@@ -69,7 +69,7 @@ def build_update(d: Derivation) -> None:
         )
     )
     if name == "newton" or (opt is not None and not opt.first_order):
-        build_newton(d, UPDATE)
+        BUILDERS.get(name, build_newton)(d, UPDATE)
     elif opt is None:
         d.add(
             Equation(

@@ -132,6 +132,25 @@ class Optimizer(_Strict):
     eps: float = Field(default=1e-8, gt=0, le=1)
     rho: float = Field(default=0.9, ge=0, lt=1)
     damping: float = Field(default=1e-4, ge=0, le=1e6)
+    #: L-BFGS: the number of (s, y) pairs kept, and the strong Wolfe constants c1 < c2
+    history: StrictInt = Field(default=10, ge=1, le=100)
+    c1: float = Field(default=1e-4, gt=0, lt=1)
+    c2: float = Field(default=0.9, gt=0, lt=1)
+    #: trust region: the initial and the largest radius, and the least ratio that accepts a step
+    radius: float = Field(default=1.0, gt=0, le=1e6)
+    max_radius: float = Field(default=1000.0, gt=0, le=1e12)
+    accept: float = Field(default=0.15, ge=0, lt=0.25)
+
+    #: fields added after the canonical form was fixed: dumped only where not at their default,
+    #: so the canonical form (and the digests) of a spec that does not set them stays the same
+    _OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "history",
+        "c1",
+        "c2",
+        "radius",
+        "max_radius",
+        "accept",
+    )
 
     @field_validator("name")
     @classmethod
@@ -139,6 +158,31 @@ class Optimizer(_Strict):
         if registry.optimizer(v) is None:
             raise ValueError(f"expected one of {_one_of(registry.optimizers())}, got {v!r}")
         return v
+
+    @field_validator("c2")
+    @classmethod
+    def _wolfe(cls, v: float, info) -> float:
+        c1 = info.data.get("c1")
+        if c1 is not None and not c1 < v:
+            raise ValueError(f"the Wolfe constants need c1 < c2, got c1 = {c1} and c2 = {v}")
+        return v
+
+    @field_validator("max_radius")
+    @classmethod
+    def _radii(cls, v: float, info) -> float:
+        radius = info.data.get("radius")
+        if radius is not None and v < radius:
+            raise ValueError(f"must be at least radius ({radius}), got {v}")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        defaults = type(self).model_fields
+        for key in self._OPTIONAL:
+            if getattr(self, key) == defaults[key].default:
+                data.pop(key, None)
+        return data
 
 
 class Init(_Strict):

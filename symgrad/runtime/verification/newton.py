@@ -112,11 +112,13 @@ def newton_rows(ctx: Context, eqs) -> dict[str, Row]:
             return A @ v
         return ctx.trainer_hvp(v) + damping * v  # H v by the trainer's R-operator
 
+    out_shift, A_exact = _shift_row(ctx, eqs, A, damping)
     Ag = apply(g)
     if not float(g @ Ag):
         note = "not evaluable: the gradient is zero at this draw (CG has nothing to do)"
         return {e.key: Row(e.key, "update", "FAIL", note=note) for e in eqs}
     out = _first_iteration(ctx, eqs, g, Ag)
+    out.update(out_shift)
     cg_eqs = [e for e in eqs if e.key.startswith("newton.cg")]
     for eq in eqs:
         if eq.key in ctx.update_defined or eq.key in out:
@@ -126,12 +128,40 @@ def newton_rows(ctx: Context, eqs) -> dict[str, Row]:
             continue
         try:
             if ctx.P <= NEWTON_EXACT_MAX:
-                out[eq.key] = _exact_step(ctx, eq, A, g)
+                out[eq.key] = _exact_step(ctx, eq, A_exact, g)
             else:
                 out[eq.key] = _cg_step(ctx, eq, cg_eqs, g, apply)
         except _ERRORS as exc:
             out[eq.key] = Row(eq.key, "update", "FAIL", note=f"not evaluable: {exc}")
     return out
+
+
+def _shift_row(ctx: Context, eqs, A: np.ndarray | None, damping: float):
+    """The printed rule raising the damping until H + mu_s I has a Cholesky factor
+    (``newton.shift``): mu_s, bound for the exact solve's rows, and H + mu_s I."""
+    eq = next((e for e in eqs if e.key == "newton.shift"), None)
+    ctx.constants["mu_s"] = damping
+    if eq is None or A is None or ctx.P > NEWTON_EXACT_MAX:
+        note = "the conjugate-gradient path does not raise the damping"
+        rows = {} if eq is None else {eq.key: Row(eq.key, "update", "ok", None, "", 0, note)}
+        return rows, A
+    eye = np.eye(ctx.P)
+    H = A - damping * eye
+    scale = float(np.abs(np.diag(H)).max()) or 1.0
+    shift, raised = damping, 0
+    while raised < 400:
+        try:
+            np.linalg.cholesky(H + shift * eye)
+            break
+        except np.linalg.LinAlgError:
+            value = eq.rhs.subs({sp.Symbol("mu_s", nonnegative=True): shift})
+            shift = float(value.subs({sp.Symbol("s_H", nonnegative=True): scale}))
+            raised += 1
+    ctx.constants["mu_s"] = shift
+    least = float(np.linalg.eigvalsh(H + shift * eye).min())
+    status = "ok" if least > 0 else "FAIL"
+    note = f"mu_s = {shift:.3g} after {raised} raises; least eigenvalue of H + mu_s I {least:.3g}"
+    return {eq.key: Row(eq.key, "update", status, 0.0, "eigvalsh", ctx.P, note)}, H + shift * eye
 
 
 def _first_iteration(ctx: Context, eqs, g: np.ndarray, Ag: np.ndarray) -> dict[str, Row]:
