@@ -91,6 +91,8 @@ KEY_OF = {
     "gradient_flat": ("cost",),
     "hvp": ("cost",),
     "hessian": ("cost",),
+    # skip connections: the sweep merges a layer's sources into its input as the forward pass does
+    "_rop": tuple(f"input.{l}" for l in range(2, 65)),
 }
 
 EXTRA_SPECS = {

@@ -166,7 +166,8 @@ def build_context(
         ),
         "all_bias": all_bias,
         "closed_form": not d.has_hidden,
-        "two_layer": d.depth == 2,
+        "two_layer": d.depth == 2 and not d.graph,  # skip connections: the R-operator's
+        "graph": d.graph,
         # second-order methods take the regulariser's N where they add its Hessian
         "n_arg": ", n" if reg.hess else "",
         "cite": cite,

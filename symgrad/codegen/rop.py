@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..derivation import notation as nt
+from ..derivation.graph import RU, U, Vblock, Wblock, graph_layers
 from ..derivation.second_order import SG
 from ..printers.matrix_numpy import Array, Entrywise, MatrixNumPyPrinter, text
 from ..printers.numpy import NumPyPrinter
@@ -36,6 +37,8 @@ class LayerROp:
     back: list[str] = field(default_factory=list)  # backprop.sum.l: Delta_{l+1} W_{l+1}
     delta: list[str] = field(default_factory=list)  # backprop.l: Delta_l
     backward: list[str] = field(default_factory=list)  # rop.backward.l: R{Delta_l}
+    #: a skip connection's input.l (U_l) and rop.input.l (R{U_l}); empty for a chain
+    inp: list[str] = field(default_factory=list)
     #: the arrays holding (H v)_W_l and (H v)_b_l, one row of k directions each
     hv_w: str = ""
     hv_b: str = ""
@@ -76,11 +79,35 @@ def table(d) -> dict:
         fpp = kernels.kernel(d, f"act.{l}.d2f")
         if fpp is not None:
             t[nt.FPP(l).name] = Entrywise(fpp, {"z": f"z_{l}", "a": f"a_{l}"})
+    if d.graph:
+        t.update(_graph_table(d))
     out_names = {"z": f"z_{L}", "a": f"a_{L}", "y": "Y"}
     for sym, key in ((nt.S(L), "hess.out"), (SG(L), "gauss_newton.s")):
         k = kernels.kernel(d, key)
         if k is not None:
             t[sym.name] = Entrywise(k, out_names)
+    return t
+
+
+def _graph_table(d) -> dict:
+    """A skip connection's arrays: U_l (u_l), R{U_l}, and the column blocks of W_j and V_j
+    that read layer i (views, no copies)."""
+    t: dict = {}
+    sizes = d.spec.sizes
+    for layer in graph_layers(d):
+        l = layer.index
+        if not layer.merged:
+            continue
+        t[U(l, layer.width).name] = Array(f"u_{l}")
+        t[RU(l, layer.width).name] = Array(f"Ru_{l}", batched=True)
+        if layer.merge == "add":
+            continue
+        lo = 0
+        for s in layer.sources:
+            hi = lo + sizes[s]
+            t[Wblock(l, s).name] = Array(f"self.W_{l}[:, {lo}:{hi}]")
+            t[Vblock(l, s).name] = Array(f"V_{l}[:, :, {lo}:{hi}]", batched=True)
+            lo = hi
     return t
 
 
@@ -92,7 +119,11 @@ class _Sweep:
         self.cite = cite
         # the regulariser's scalars as the trainer's methods name them (N: the n they are given)
         names = {**NAMES, nt.m.name: "m"}
-        self.printer = MatrixNumPyPrinter(table(d), names, entrywise=printer)
+        if d.graph:  # the widths of a zero block (R{X} in R{U_l})
+            names.update({nt.n(l).name: str(size) for l, size in enumerate(d.spec.sizes)})
+        self.printer = MatrixNumPyPrinter(
+            table(d), names, entrywise=printer, zeros="np.zeros({shape}, dtype=X.dtype)"
+        )
         #: right sides computed into an array already (Delta_{l+1} W_{l+1} -> dC/dA_l)
         self.known: dict = {}
 
@@ -128,6 +159,9 @@ def rop_code(d, cite: Citations, printer: type[NumPyPrinter] = NumPyPrinter) -> 
     if d.equation("rop.out").matrix is not None:
         rop.out = sweep.equation("rop.out")
     rop.eq_out = cite("rop.out")
+    if d.graph:
+        _graph_sweep(d, sweep, layers)
+        return rop
     for l in range(L, 0, -1):
         lines = layers[l - 1]
         lines.grad_w = sweep.equation(f"rop.grad.W.{l}")
@@ -151,3 +185,33 @@ def rop_code(d, cite: Citations, printer: type[NumPyPrinter] = NumPyPrinter) -> 
             f"rop.backward.{p}", temp=lambda k, p=p: f"Rback_{p}" + (f"_{k}" if k else "")
         )
     return rop
+
+
+def _graph_sweep(d, sweep: _Sweep, layers: list[LayerROp]) -> None:
+    """A network with skip connections: each layer's merged input and R{input} before its
+    forward row; backward, each hidden layer's delta and R{delta} (sums over the layers that
+    read it, computed before) and then its rows of H v."""
+    L = d.depth
+    for l, lines in enumerate(layers, 1):
+        for key in (f"input.{l}", f"rop.input.{l}"):
+            if key in d:
+                lines.inp += sweep.equation(key)
+    sources = d.spec.sources
+    for l in range(L, 0, -1):
+        lines = layers[l - 1]
+        if l < L:
+            # Delta_l where a row of H v (its R{U} term) or an R{Delta} of a source reads it
+            readers = [f"rop.grad.W.{l}"] + [f"rop.backward.{s}" for s in sources[l - 1] if s]
+            need_delta = any(sweep.reads(key, nt.Delta(l)) for key in readers)
+            back = d.equation(f"backprop.sum.{l}").matrix
+            if need_delta or sweep.reads(f"rop.backward.{l}", back[1]):
+                lines.back = sweep.equation(f"backprop.sum.{l}")
+                sweep.known[back[1]] = back[0]
+            if need_delta:
+                lines.delta = sweep.equation(f"backprop.{l}")
+            lines.backward = sweep.equation(
+                f"rop.backward.{l}", temp=lambda k, l=l: f"Rback_{l}" + (f"_{k}" if k else "")
+            )
+        lines.grad_w = sweep.equation(f"rop.grad.W.{l}")
+        if d.layers[l - 1].bias:
+            lines.grad_b = sweep.equation(f"rop.grad.b.{l}")

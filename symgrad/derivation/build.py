@@ -15,6 +15,7 @@ from .cost import (
     build_regulariser,
 )
 from .dense import Dense
+from .graph import graph_layers
 from .ir import Derivation
 from .second_order import (
     build_blocks,
@@ -27,6 +28,8 @@ from .update import build_update
 
 def build(d: Derivation) -> None:
     _conventions(d)
+    if d.graph:
+        return _build_graph(d)
     layers = [Dense(layer, layer.index == d.depth) for layer in d.layers]
     build_cost(d)
     for layer in layers:
@@ -62,6 +65,43 @@ def build(d: Derivation) -> None:
     d.alias("rop.backward", "rop.out")
     d.alias("rop.grad", "rop.grad.b.1" if d.layers[0].bias else "rop.grad.W.1")
     build_update(d)  # the chosen optimiser's step (Newton's method only for "newton")
+
+
+def _build_graph(d: Derivation) -> None:
+    """A network with skip connections (:mod:`.graph`): each layer's input merges its sources,
+    each hidden layer's delta sums over the layers that read it; the exact Hessian and
+    Gauss-Newton matrix are the R-operator's (no block or closed form)."""
+    layers = graph_layers(d)
+    by_index = {layer.index: layer for layer in layers}
+    build_cost(d)
+    for layer in layers:
+        layer.forward(d)
+    users: dict[tuple, list[int]] = {}
+    for layer in layers:
+        users.setdefault((layer.act.name, layer.act.f), []).append(layer.index)
+    for layer in layers:
+        same = users[(layer.act.name, layer.act.f)]
+        first = same[0]
+        layer.activation(d, None if first == layer.index else first, tuple(same))
+    build_output_delta(d)
+    for layer in reversed(layers[:-1]):
+        layer.backprop_graph(d, by_index)
+    for layer in layers:
+        layer.gradients(d)
+    build_regulariser(d)
+    build_output_curvature(d)
+    build_gauss_newton(d)
+    for layer in layers:
+        layer.rop_forward(d)
+    build_rop_output(d)
+    for layer in reversed(layers[:-1]):
+        layer.rop_backward_graph(d, by_index)
+    for layer in reversed(layers):
+        layer.rop_gradients(d)
+    d.alias("rop.forward", "rop.forward.1")
+    d.alias("rop.backward", "rop.out")
+    d.alias("rop.grad", "rop.grad.b.1" if d.layers[0].bias else "rop.grad.W.1")
+    build_update(d)
 
 
 def _conventions(d: Derivation) -> None:
@@ -146,6 +186,8 @@ def _conventions(d: Derivation) -> None:
             ".",
         ),
     ]
+    if d.graph:
+        d.conventions.append(_graph_convention(d))
     seed = [
         ("seed 001", "C", "the quadratic cost 1/(2n) sum_x ||y - a||^2", nt.C),
         ("seed 001", "n", "the number of training inputs", nt.N),
@@ -159,6 +201,36 @@ def _conventions(d: Derivation) -> None:
         ("seed 002", "alpha", "the learning rate", nt.eta),
     ]
     d.seed_symbols = [(src, sp.Symbol(sym), meaning, ours) for src, sym, meaning, ours in seed]
+
+
+def _graph_convention(d: Derivation) -> tuple:
+    """The Notation paragraph of a network with skip connections: what each layer reads."""
+    from .graph import Wblock
+
+    nt._register("u_l", "u^{(l)}", "u⁽ˡ⁾")
+    reads, block = [], ()
+    for l, (src, layer) in enumerate(zip(d.spec.sources, d.spec.layers, strict=True), 1):
+        names = ", ".join("the input" if s == 0 else f"layer {s}" for s in src)
+        how = f" ({layer.merge})" if len(src) > 1 else ""
+        reads.append(f"layer {l} reads {names}{how}")
+        if len(src) > 1 and layer.merge == "concat" and not block and any(src):
+            i = next(s for s in src if s)
+            block = (
+                " ",
+                Wblock(l, i),
+                f" is the block of the columns of W^({l}) that reads layer {i} (for add: all "
+                "of W).",
+            )
+    return (
+        "Skip connections: " + "; ".join(reads) + ". Layer l's input ",
+        sp.IndexedBase("u_l", real=True),
+        " holds its sources stacked in the listed order (concat) or added (add); a layer "
+        "without skip connections reads the layer below, as in a chain. So ",
+        nt.wl[nt.j, nt.i],
+        " is the weight from unit i of that input. A layer read by several later layers (its "
+        "children) gets the sum of their error signals.",
+        *block,
+    )
 
 
 def derive(spec: Spec) -> Derivation:

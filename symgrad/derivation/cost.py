@@ -21,7 +21,7 @@ def _reg_terms(d: Derivation, value) -> sp.Expr:
     total = sp.Integer(0)
     for layer in d.layers:
         l = layer.index
-        total += sp.Sum(value(nt.w(l)[nt.j, nt.i]), (nt.i, 1, nt.n(l - 1)), (nt.j, 1, nt.n(l)))
+        total += sp.Sum(value(nt.w(l)[nt.j, nt.i]), (nt.i, 1, d.width_in(l)), (nt.j, 1, nt.n(l)))
     return total
 
 

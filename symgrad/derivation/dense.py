@@ -49,22 +49,47 @@ class Dense(DenseROp):
     def act(self) -> C.ActivationCalculus:
         return self.layer.activation
 
+    # what the layer reads: the layer below (a skip connection reads more: :mod:`.graph`)
+    @property
+    def inp(self) -> sp.IndexedBase:
+        return nt.a(self.index - 1)
+
+    @property
+    def Inp(self) -> sp.MatrixSymbol:
+        return nt.A(self.index - 1)
+
+    @property
+    def width(self) -> sp.Expr:
+        return nt.n(self.index - 1)
+
+    #: what the forward pass's prose calls the layer's input
+    below = "the layer below"
+
+    # the layer's weight-shaped matrices (n_l x its fan-in)
+    @property
+    def Wm(self) -> sp.MatrixSymbol:
+        return nt.W(self.index)
+
+    @property
+    def GWm(self) -> sp.MatrixSymbol:
+        return nt.GW(self.index)
+
     # -- forward pass ----------------------------------------------------------------------------
     def forward(self, d: Derivation) -> None:
         l, i, j = self.index, nt.i, nt.j
-        w, a_prev, b = nt.w(l), nt.a(l - 1), nt.b(l)
-        total = sp.Sum(_mul(w[j, i], a_prev[i]), (i, 1, nt.n(l - 1)))
-        matrix = nt.A(l - 1) * nt.W(l).T
+        w, a_prev, b = nt.w(l), self.inp, nt.b(l)
+        total = sp.Sum(_mul(w[j, i], a_prev[i]), (i, 1, self.width))
+        matrix = self.Inp * self.Wm.T
         if self.layer.bias:
             total, matrix = total + b[j], matrix + nt.ones_m * nt.B(l)
         prose: tuple = (
             f"Layer {l} ({self.layer.fan_in} to {self.layer.units} units): unit j sums its "
             "inputs through the weights ",
             w[j, i],
-            " (from unit i of the layer below) and adds its bias; the batch form is one matrix "
+            f" (from unit i of {self.below}) and adds its bias; the batch form is one matrix "
             "product."
             if self.layer.bias
-            else " (from unit i of the layer below); the layer has no bias (bias: false). The "
+            else f" (from unit i of {self.below}); the layer has no bias (bias: false). The "
             "batch form is one matrix product.",
         )
         d.add(
@@ -240,15 +265,15 @@ class Dense(DenseROp):
         reg = d.spec.regularization
         w = nt.w(l)[j, i]
         delta_j = nt.delta(l)[j]
-        a_i = DZ_DW.subs(_a, nt.a(l - 1)[i])
+        a_i = DZ_DW.subs(_a, self.inp[i])
         penalty = sp.Integer(0)
         penalty_m = []
         if reg.l2:
             penalty += nt.lambda_2 / nt.N * w
-            penalty_m.append(nt.lambda_2 / nt.N * nt.W(l))
+            penalty_m.append(nt.lambda_2 / nt.N * self.Wm)
         if reg.l1:
             penalty += nt.lambda_1 / nt.N * sp.sign(w)
-            penalty_m.append(nt.lambda_1 / nt.N * nt.W(l).applyfunc(sp.sign))
+            penalty_m.append(nt.lambda_1 / nt.N * self.Wm.applyfunc(sp.sign))
         data = sp.Sum(_mul(delta_j, a_i), (nt.sample, 1, nt.N)) / nt.N
         chain = sp.Sum(_mul(delta_j, sp.Derivative(nt.z(l)[j], w)), (nt.sample, 1, nt.N)) / nt.N
         steps = ()
@@ -256,7 +281,7 @@ class Dense(DenseROp):
             steps = (chain + sp.Derivative(nt.R, w),)
         else:
             steps = (chain,)
-        batch = sp.MatMul(sp.Rational(1, 1) / nt.m, nt.Delta(l).T * nt.A(l - 1))
+        batch = sp.MatMul(sp.Rational(1, 1) / nt.m, nt.Delta(l).T * self.Inp)
         matrix_rhs = sp.MatAdd(batch, *penalty_m) if penalty_m else batch
         d.add(
             Equation(
@@ -265,7 +290,7 @@ class Dense(DenseROp):
                 sp.Derivative(nt.C, w),
                 data + penalty,
                 steps=steps,
-                matrix=(nt.GW(l), matrix_rhs),
+                matrix=(self.GWm, matrix_rhs),
                 prose=(
                     f"Layer {l}'s weight gradient, with ",
                     sp.Eq(sp.Derivative(nt.z(l)[j], w), a_i, evaluate=False),

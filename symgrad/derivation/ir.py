@@ -111,10 +111,12 @@ class Derivation:
         self.spec = spec
         self.notation = notation
         self.layers: list[LayerCalculus] = []
-        sizes = spec.sizes
+        fan_ins = spec.fan_ins  # the width below, or a skip connection's merged sources'
         for i, layer in enumerate(spec.layers):
             act = C.activation_calculus(layer.activation, spec.activations, layer.alpha)
-            self.layers.append(LayerCalculus(i + 1, layer.units, sizes[i], act, layer.bias))
+            self.layers.append(LayerCalculus(i + 1, layer.units, fan_ins[i], act, layer.bias))
+        #: whether some layer reads more than the layer below (skip connections, :mod:`.graph`)
+        self.graph = spec.is_graph
         self.output = self.layers[-1].activation
         self.loss = C.loss_calculus(spec.loss, self.output, spec.losses)
         self.expressions: dict[str, sp.Expr] = {}
@@ -158,6 +160,14 @@ class Derivation:
     def widths(self) -> dict[sp.Symbol, int]:
         """``{n_0: inputs, n_1: units of layer 1, ...}``: the width symbols' values."""
         return {notation.n(l): size for l, size in enumerate(self.spec.sizes)}
+
+    def width_in(self, l: int) -> sp.Expr:
+        """Layer l's fan-in as width symbols: ``n_{l-1}``, or with skip connections the sum of
+        its sources' widths (``concat``) or the first one's (``add``: all are equal)."""
+        sources = self.spec.sources[l - 1]
+        if self.spec.layers[l - 1].merge == "add":
+            return notation.n(sources[0])
+        return sp.Add(*(notation.n(s) for s in sources))
 
     @property
     def keys(self) -> list[str]:

@@ -241,10 +241,10 @@ def _broken(expr, budget: int) -> list[str]:
         return _pack(list(expr.args), budget, lambda t: _signed(t))
     if isinstance(expr, sp.Mul):
         sums = [f for f in expr.args if isinstance(f, (sp.Sum, sp.Add))]
-        if len(sums) == 1:
-            rest = sp.Mul(*[f for f in expr.args if f is not sums[0]])
+        if sums:  # the last sum is broken (f'(z) (a + b) (sum + sum): the sum over children)
+            rest = sp.Mul(*[f for f in expr.args if f is not sums[-1]])
             head = "" if rest == 1 else "-" if rest == -1 else latex(rest) + " "
-            inner = sums[0]
+            inner = sums[-1]
             if isinstance(inner, sp.Sum):
                 return _wrap(head, inner, budget)
             return _bracket(head, list(sp.Add.make_args(inner)), budget, r"\bigl(", r"\bigr)")

@@ -74,6 +74,7 @@ class MatrixNumPyPrinter(NumPyPrinter):
         ones: the name of the column of ones (``ones_m``).
         entrywise: the backend's printer of entrywise expressions (a Hadamard product, a
             kernel); its array module is the generated code's.
+        zeros: the code of an array of zeros of a given ``{shape}`` (a zero block of ``[A | B]``).
     """
 
     def __init__(
@@ -82,8 +83,10 @@ class MatrixNumPyPrinter(NumPyPrinter):
         names: Mapping[str, str] | None = None,
         ones: str = "ones_m",
         entrywise: type[NumPyPrinter] = NumPyPrinter,
+        zeros: str = "np.zeros({shape})",
     ):
         super().__init__(dict(names or {}))
+        self.zeros = zeros
         self.table = dict(table)
         self.ones = ones
         self.entrywise = entrywise
@@ -123,7 +126,23 @@ class MatrixNumPyPrinter(NumPyPrinter):
             return self._matadd(e)
         if isinstance(e, sp.HadamardProduct):
             return self._hadamard(list(e.args))
+        if isinstance(e, sp.BlockMatrix) and e.blockshape[0] == 1:
+            return self._blocks(e)
         raise PrintError(f"no NumPy form for the matrix expression {type(e).__name__}: {e}")
+
+    def _blocks(self, e: sp.BlockMatrix) -> tuple[str, int]:
+        """``[A | B | ...]`` (one row of blocks, a skip connection's merged input): the blocks
+        concatenated along the last axis; a zero block is an array of zeros of the model's
+        dtype (``zeros``), with the leading axis of directions when another block has one."""
+        batched = self.batched(e)
+        parts = []
+        for block in e.blocks[0, :]:
+            if isinstance(block, sp.ZeroMatrix):
+                shape = ", ".join(self._scalar(n) for n in block.shape)
+                parts.append(self.zeros.format(shape=f"({'k, ' if batched else ''}{shape})"))
+            else:
+                parts.append(self._wrap(block, ATOM))
+        return f"{self.fn('concatenate')}(({', '.join(parts)}), axis=-1)", ATOM
 
     def _wrap(self, e: sp.Basic, at_least: int) -> str:
         code, prec = self._piece(e)

@@ -85,7 +85,10 @@ def _unparse(node: ast.AST) -> str:
     if isinstance(node, ast.List):
         return "[" + ", ".join(_unparse(e) for e in node.elts) + "]"
     if isinstance(node, ast.Subscript):
-        return f"{_wrap(node.value, 20)}[{_unparse(node.slice)}]"
+        index = node.slice
+        if isinstance(index, ast.Tuple) and len(index.elts) > 1:  # a[:, 1:3], not a[(:, 1:3)]
+            return f"{_wrap(node.value, 20)}[{', '.join(_unparse(e) for e in index.elts)}]"
+        return f"{_wrap(node.value, 20)}[{_unparse(index)}]"
     if isinstance(node, ast.Slice):
         lo = _unparse(node.lower) if node.lower else ""
         hi = _unparse(node.upper) if node.upper else ""

@@ -52,7 +52,7 @@ def derivation_page(
             spec = load_spec(spec)
         d = derive(spec)
     example = None
-    if worked:
+    if worked and not d.spec.is_graph:  # the worked numbers follow a chain of layers
         from .worked import worked_example
 
         example = worked_example(d.spec)

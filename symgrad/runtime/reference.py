@@ -136,6 +136,14 @@ class Reference:
         #: whether layer l has a bias (index 0 unused); a layer with ``bias: false`` keeps a
         #: zero ``b[l]`` that no flat vector holds
         self.bias = [None] + [layer.bias for layer in spec.layers]
+        #: skip connections: the layers each layer reads (index 0 unused), how it merges them,
+        #: and the layers reading each one (a chain: l - 1, and l + 1)
+        self.sources = [None, *spec.sources]
+        self.merge = [None] + [layer.merge for layer in spec.layers]
+        self.children: list[list[int]] = [[] for _ in range(self.L + 1)]
+        for l in range(1, self.L + 1):
+            for src in self.sources[l]:
+                self.children[src].append(l)
         self.l2 = float(spec.regularization.l2)
         self.l1 = float(spec.regularization.l1)
         self.acts: list[_Act | None] = [None]
@@ -197,7 +205,7 @@ class Reference:
     def _forward_from(self, s: State, l: int, skip_z: bool = False) -> None:
         for k in range(l, self.L + 1):
             if not (skip_z and k == l):
-                s.z[k] = np.asarray(s.a[k - 1], np.float64) @ s.W[k].T + s.b[k]
+                s.z[k] = np.asarray(self.inp(s, k), np.float64) @ s.W[k].T + s.b[k]
             # the output layer in extended precision: log(1 - a) and the like keep their digits
             z = s.z[k].astype(np.longdouble) if k == self.L else s.z[k]
             s.a[k] = self._f(s, k, z)
@@ -231,7 +239,7 @@ class Reference:
         target[l][ids] += t
         z = s.z[l].copy()
         j = ids[0]
-        z[:, j] += t * np.asarray(s.a[l - 1][:, ids[1]], np.float64) if kind == "w" else t
+        z[:, j] += t * np.asarray(self.inp(s, l)[:, ids[1]], np.float64) if kind == "w" else t
         out = replace(s, W=W, b=b, z=list(s.z), a=list(s.a))
         out.z[l] = z
         self._forward_from(out, l, skip_z=True)
@@ -278,8 +286,29 @@ class Reference:
         else:
             d[L] = g * self._df(s, L, s.z[L])
         for l in range(L - 1, 0, -1):
-            d[l] = self._df(s, l, s.z[l]) * (d[l + 1] @ s.W[l + 1])
+            d[l] = self._df(s, l, s.z[l]) * self.back(s, d, l)
         return d
+
+    def inp(self, s: State, l: int) -> np.ndarray:
+        """Layer l's input: a_{l-1}, or its sources stacked (concat) or summed (add)."""
+        src = self.sources[l]
+        if len(src) == 1:
+            return s.a[src[0]]
+        parts = [np.asarray(s.a[k], np.float64) for k in src]
+        return sum(parts) if self.merge[l] == "add" else np.concatenate(parts, axis=1)
+
+    def block(self, W: np.ndarray, c: int, l: int) -> np.ndarray:
+        """The columns of layer c's weights ``W`` that read layer l."""
+        src = self.sources[c]
+        if len(src) == 1 or self.merge[c] == "add":
+            return W
+        lo = sum(self.sizes[k] for k in src[: src.index(l)])
+        return W[:, lo : lo + self.sizes[l]]
+
+    def back(self, s: State, d: list, l: int) -> np.ndarray:
+        """``dC_x / da_l``: the sum over the layers c reading layer l of d_c times the block
+        of W_c that reads it (d_{l+1} W_{l+1} for a chain)."""
+        return sum(d[c] @ self.block(s.W[c], c, l) for c in self.children[l])
 
     def gradient(self, s: State) -> tuple[list, list]:
         """``dC/dW_l`` and ``dC/db_l`` (index 0 unused; of ``C_B`` when ``s.avg`` is m);
@@ -288,7 +317,7 @@ class Reference:
         gW, gb = [None], [None]
         for l in range(1, self.L + 1):
             gW.append(
-                d[l].T @ s.a[l - 1] / s.mean_over
+                d[l].T @ self.inp(s, l) / s.mean_over
                 + self.l2 / s.N * s.W[l]
                 + self.l1 / s.N * self._abs_sign(s, l)
             )
@@ -300,7 +329,7 @@ class Reference:
         d = self.deltas(s)
         parts = []
         for l in range(1, self.L + 1):
-            parts.append((d[l][:, :, None] * s.a[l - 1][:, None, :]).reshape(len(s.X), -1))
+            parts.append((d[l][:, :, None] * self.inp(s, l)[:, None, :]).reshape(len(s.X), -1))
             if self.bias[l]:
                 parts.append(d[l])
         return np.concatenate(parts, axis=1)
@@ -322,10 +351,10 @@ class Reference:
             d = [None] * (L + 1)
             d[L] = e
             for l in range(L - 1, 0, -1):
-                d[l] = self._df(s, l, s.z[l]) * (d[l + 1] @ s.W[l + 1])
+                d[l] = self._df(s, l, s.z[l]) * self.back(s, d, l)
             parts = []
             for l in range(1, L + 1):
-                parts.append((d[l][:, :, None] * s.a[l - 1][:, None, :]).reshape(m, -1))
+                parts.append((d[l][:, :, None] * self.inp(s, l)[:, None, :]).reshape(m, -1))
                 if self.bias[l]:
                     parts.append(d[l])
             out.append(np.concatenate(parts, axis=1))

@@ -100,14 +100,37 @@ class Layer(_Strict):
     activation: str
     alpha: float | None = Field(default=None, gt=0, le=10)
     bias: StrictBool = True
+    #: skip connections: the layer's name (others' ``from`` may use it), the earlier layers it
+    #: reads (names, ``input``, or indices: 0 the input, i layer i; default: the layer below)
+    #: and how their outputs are merged (``concat`` in the listed order, or ``add``)
+    name: str | None = None
+    sources: list[StrictInt | str] | None = Field(default=None, alias="from", max_length=MAX_LAYERS)
+    merge: Literal["concat", "add"] = "concat"
+
+    @field_validator("name")
+    @classmethod
+    def _layer_name(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v == "input":
+            raise ValueError("'input' names the network's input; choose another")
+        return _check_identifier(v, "name")
 
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict[str, Any]:
-        # ``bias`` appears only where it is false: a spec with biases keeps the canonical form
-        # (and so the digests) it had before the key existed.
+        # ``bias`` appears only where it is false, ``name``, ``from`` and ``merge`` only where set:
+        # a spec without them keeps the canonical form (and so the digests) it had before the
+        # keys existed.
         data = handler(self)
         if self.bias:
             data.pop("bias", None)
+        if self.name is None:
+            data.pop("name", None)
+        sources = data.pop("sources", None)
+        if self.sources is not None:
+            data["from"] = sources
+        if self.merge == "concat":
+            data.pop("merge", None)
         return data
 
 
@@ -272,10 +295,43 @@ class Spec(_Strict):
 
     @property
     def n_params(self) -> int:
-        s = self.sizes
         return sum(
-            s[i] * s[i + 1] + (s[i + 1] if layer.bias else 0) for i, layer in enumerate(self.layers)
+            layer.units * fan_in + (layer.units if layer.bias else 0)
+            for layer, fan_in in zip(self.layers, self.fan_ins, strict=True)
         )
+
+    # -- skip connections ----------------------------------------------------------------
+    @property
+    def sources(self) -> list[tuple[int, ...]]:
+        """What each layer reads: ``sources[l - 1]`` holds the indices (0 the input, i layer i)
+        of layer l's sources, in the order ``from`` lists them (default: ``(l - 1,)``)."""
+        names = {"input": 0} | {
+            layer.name: i for i, layer in enumerate(self.layers, 1) if layer.name is not None
+        }
+        out = []
+        for l, layer in enumerate(self.layers, 1):
+            if layer.sources is None:
+                out.append((l - 1,))
+            else:
+                out.append(
+                    tuple(names.get(s, -1) if isinstance(s, str) else s for s in layer.sources)
+                )
+        return out
+
+    @property
+    def fan_ins(self) -> list[int]:
+        """Each layer's fan-in: the sum of its sources' widths (``concat``), or their common
+        width (``add``)."""
+        sizes = self.sizes
+        return [
+            sizes[src[0]] if layer.merge == "add" else sum(sizes[s] for s in src)
+            for layer, src in zip(self.layers, self.sources, strict=True)
+        ]
+
+    @property
+    def is_graph(self) -> bool:
+        """Whether some layer reads anything but the layer below (a skip connection)."""
+        return any(src != (l - 1,) for l, src in enumerate(self.sources, 1))
 
     def canonical(self) -> dict[str, Any]:
         """The spec as plain data with every default filled in (stable key order)."""
@@ -414,8 +470,72 @@ def _and(names) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def _graph_checks(spec: Spec) -> None:
+    """Skip connections: names unique, every ``from`` entry an earlier layer, ``add`` on equal
+    widths, and every layer but the output read by a later one (no dangling layer)."""
+    names: dict[str, int] = {}
+    for i, layer in enumerate(spec.layers):
+        if layer.name is None:
+            continue
+        if layer.name in names:
+            raise SpecError(
+                f"layers[{i}].name",
+                f"duplicate layer name {layer.name!r} (layers[{names[layer.name]}] has it)",
+            )
+        names[layer.name] = i
+    known = ["input", *names]
+    sizes = spec.sizes
+    read = set()
+    for i, layer in enumerate(spec.layers):
+        if layer.sources is None:
+            read.add(i)
+            continue
+        if not layer.sources:
+            raise SpecError(f"layers[{i}].from", "expected at least one layer to read")
+        seen: set[int] = set()
+        resolved: list[tuple] = []
+        for k, src in enumerate(layer.sources):
+            path = f"layers[{i}].from[{k}]"
+            if isinstance(src, str):
+                if src != "input" and src not in names:
+                    raise SpecError(path, f"unknown layer {src!r}; known: {_known(known)}")
+                index = 0 if src == "input" else names[src] + 1
+            else:
+                index = src
+                if index < 0:
+                    raise SpecError(path, f"expected 0 (the input) or a layer number, got {src}")
+            if index == i + 1:
+                raise SpecError(path, f"layer {i + 1} cannot read itself")
+            if index > i + 1:
+                raise SpecError(
+                    path,
+                    f"layer {i + 1} cannot read a later layer ({src!r} is layer {index}); "
+                    "a layer reads the input or earlier layers only",
+                )
+            if index in seen:
+                raise SpecError(path, f"{src!r} is listed twice")
+            seen.add(index)
+            resolved.append((src, index))
+            read.add(index)
+        if layer.merge == "add":
+            widths = {sizes[s] for s in seen}
+            if len(widths) > 1:
+                shown = ", ".join(f"{src!r} has {sizes[index]}" for src, index in resolved)
+                raise SpecError(f"layers[{i}].merge", f"add needs sources of equal widths: {shown}")
+    if 0 not in read:
+        raise SpecError("inputs", "no layer reads the input (every 'from' leaves it out)")
+    for i, layer in enumerate(spec.layers[:-1]):
+        if i + 1 not in read:
+            shown = f"layer {i + 1}" + (f" ({layer.name!r})" if layer.name else "")
+            raise SpecError(
+                f"layers[{i}]",
+                f"dangling: no later layer reads {shown}; only the output layer may be unread",
+            )
+
+
 def _cross_checks(spec: Spec) -> None:
     """Rules that involve more than one key; the facts of each name come from the registry."""
+    _graph_checks(spec)
     custom_acts = set(spec.activations)
     last = len(spec.layers) - 1
     for i, layer in enumerate(spec.layers):

@@ -63,6 +63,15 @@ class Dense:
     rop: object = None
     kind: str = "dense"
     macros: str = MACROS
+    #: skip connections (a network where some layer reads more than the layer below): every
+    #: layer then stores W_l then b_l (no [W | b] rows, no ones columns) and reads ``inp``: x,
+    #: a_s, or ``u_l`` (its sources merged: ``merge`` concat or add); ``srcs``: per source
+    #: (s, its array, first column, last column + 1, whether this layer writes delta_s first)
+    graph: bool = False
+    merged: bool = False
+    merge: str = "concat"
+    inp: str = ""
+    srcs: list = field(default_factory=list)
 
     @property
     def last(self) -> bool:
@@ -94,7 +103,7 @@ def dense_layer(
     l, units, fan_in = layer.index, layer.units, layer.fan_in
     w0, i0 = offsets
     ctx = Dense(l, units, fan_in, d.depth, softmax=layer.activation.vector, bias=layer.bias)
-    ctx.ones = l < d.depth and d.layers[l].bias
+    ctx.ones = l < d.depth and d.layers[l].bias and not d.graph
     ctx.w0, ctx.w1 = w0, w0 + units * fan_in
     ctx.b1 = ctx.w1 + (units if layer.bias else 0)
     ctx.i0, ctx.i1 = i0, i0 + units * (fan_in + (1 if layer.bias else 0))
@@ -131,7 +140,36 @@ def dense_layer(
         ctx.eq_grad += ", " + cite(f"grad.b.{l}", f"grad.{l}")
     if l > 1:
         ctx.eq_backprop = cite(f"backprop.{l - 1}")
+    if d.graph:
+        _graph(ctx, d, cite)
     return ctx
+
+
+def _graph(ctx: Dense, d, cite: Citations) -> None:
+    """What a layer of a network with skip connections reads and where its deltas go."""
+    l = ctx.l
+    spec = d.spec
+    sources = spec.sources
+    ctx.graph = True
+    ctx.merge = spec.layers[l - 1].merge
+    src = sources[l - 1]
+    ctx.merged = len(src) > 1
+    name = {0: "x"} | {s: f"a_{s}" for s in range(1, l)}
+    ctx.inp = f"u_{l}" if ctx.merged else name[src[0]]
+    lo = 0
+    for s in src:
+        hi = lo + spec.sizes[s]
+        if ctx.merge == "add":
+            lo, hi = 0, ctx.fan_in
+        first = l == max(j for j, srcs in enumerate(sources, 1) if s in srcs)
+        whole = not ctx.merged or ctx.merge == "add"
+        ctx.srcs.append((s, name[s], lo, hi, first, whole))
+        lo = hi
+    if ctx.merged:
+        ctx.eq_forward = cite(f"input.{l}") + ", " + ctx.eq_forward
+    ctx.eq_backprop = (
+        cite(f"backprop.sum.{l}") + ", " + cite(f"backprop.{l}") if l < d.depth else ""
+    )
 
 
 def init_scale(scheme: str, units: int, fan_in: int, printer: NumPyPrinter) -> str:

@@ -317,6 +317,10 @@ class Network:
 
     def __init__(self, model, spec: Spec | str | dict | None = None) -> None:
         spec = spec_of(model, spec)
+        if spec.is_graph:
+            raise ValueError(
+                f"the curvature tools need a chain of layers; {spec.name!r} has skip connections"
+            )
         without = [l for l, layer in enumerate(spec.layers, start=1) if not layer.bias]
         if without:
             raise ValueError(

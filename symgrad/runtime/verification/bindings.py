@@ -141,17 +141,17 @@ class Net(Bindings):
                 gW, gb = ref.gradient(moved)
                 parts = []
                 for l in range(1, L + 1):
-                    parts += [moved.z[l], moved.a[l], d[l], gW[l], gb[l]]
+                    parts += [moved.z[l], moved.a[l], d[l], gW[l], gb[l], ref.inp(moved, l)]
                 sizes[:] = [p.shape for p in parts]
                 return np.concatenate([p.ravel() for p in parts]), ref.signature(moved)
 
             flat, _ = fd(fun)
-            out = {"z": [None], "a": [None], "delta": [None], "HvW": [None], "Hvb": [None]}
+            names = ("z", "a", "delta", "HvW", "Hvb", "u")  # u: a layer's (merged) input
+            out: dict = {name: [None] for name in names}
             off = 0
-            names = ("z", "a", "delta", "HvW", "Hvb")
             for k, shape in enumerate(sizes):
                 size = int(np.prod(shape))
-                out[names[k % 5]].append(flat[off : off + size].reshape(shape))
+                out[names[k % 6]].append(flat[off : off + size].reshape(shape))
                 off += size
             return out
 
@@ -209,6 +209,9 @@ class Net(Bindings):
             "Rdelta": lambda: (self.rop()["delta"][l], True),
             "Hv_w": lambda: (self.rop()["HvW"][l], False),
             "Hv_b": lambda: (self.rop()["Hvb"][l], False),
+            # skip connections: layer l's (merged) input and its R{.}
+            "u": lambda: (ref.inp(st, l), True),
+            "Ru": lambda: (self.rop()["u"][l], True),
         }
         if l == L and elementwise:
             table["s"] = lambda: (self.s_out(), True)
@@ -241,6 +244,12 @@ class Net(Bindings):
         if name.endswith("_j"):
             return self._per_unit(name[:-2])
         stem, l = split_name(name)
+        block = split_name(stem)  # W_c_l, V_c_l: the columns of W_c (V_c) that read layer l
+        if l is not None and block[0] in ("W", "V") and block[1] is not None:
+            c = block[1]
+            if 1 <= c <= L and l < c:
+                full = st.W[c] if block[0] == "W" else ctx.V[c]
+                return ref.block(full, c, l)
         if l is None or l > L or l < 1:
             return None
         act = ref.acts[l]
@@ -259,9 +268,11 @@ class Net(Bindings):
             "dC_db": lambda: self.gradient()[1][l][None, :],
             "Hv_W": lambda: self.rop()["HvW"][l],
             "Hv_b": lambda: self.rop()["Hvb"][l][None, :],
+            "U": lambda: ref.inp(st, l),
+            "RU": lambda: self.rop()["u"][l],
         }
         if l < L:
-            table["dC_dA"] = lambda: self.deltas()[l + 1] @ st.W[l + 1]
+            table["dC_dA"] = lambda: ref.back(st, self.deltas(), l)
         if not act.softmax:
             table["FP"] = lambda: ref._df(st, l, st.z[l])
             table["FPP"] = lambda: self._fpp(l)

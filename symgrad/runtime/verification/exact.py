@@ -57,7 +57,7 @@ def exact_derivative(net: Net, F, var, index, ndim):
         if vstem == "z" and vl >= 1:
             g = net.deltas()[vl]
         elif vstem == "a" and vl < L:
-            g = net.deltas()[vl + 1] @ st.W[vl + 1]
+            g = ctx.ref.back(st, net.deltas(), vl)  # the sum over the layers reading a_vl
         elif vstem == "a":
             g = ctx.ref.dl_da(st.a[L], st.Y, frozen=ctx.ref._fr(st, "dl", st.a[L]))
         else:
@@ -100,11 +100,11 @@ def _indexed_by_indexed(net: Net, F, var, vstem, vl, ids, samples):
     if fstem == "delta" and fl == L and vstem == "z" and vl == L:
         return net.output_jacobian()[samples, p, ids(var.indices[0])]
     if fstem == "z" and fl >= 1:
-        if vstem == "a" and vl == fl - 1:
-            return st.W[fl][p, ids(var.indices[0])]
+        if vstem == "a" and vl in ctx.ref.sources[fl]:  # the layer below, or a skip's source
+            return ctx.ref.block(st.W[fl], fl, vl)[p, ids(var.indices[0])]
         if vstem == "w" and vl == fl:
             p2, q = (ids(i) for i in var.indices)
-            return (p == p2) * st.a[fl - 1][samples, q]
+            return (p == p2) * ctx.ref.inp(st, fl)[samples, q]
         if vstem == "b" and vl == fl:
             return (p == ids(var.indices[0])).astype(np.float64)
     if fstem == "a" and vstem == "z" and vl == fl and fl >= 1:
