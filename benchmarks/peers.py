@@ -182,6 +182,32 @@ CONTESTANTS: dict[str, Callable[[Net], Contestant]] = {
 }
 
 
+def _numba_factory(tracked: bool) -> Callable[[Net], Contestant]:
+    """symgrad's Numba backend (``load_trainer(spec, backend="numba")``) through the same hook
+    as "generated": ``fit(track=False)``, or the default ``fit()`` when ``tracked``."""
+
+    def factory(net: Net) -> Contestant:
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            raise UnavailableError("numba is not installed (pip install symgrad[numba])") from None
+        from .symgrad_contestant import numba_epoch, numba_epoch_tracked
+
+        return GeneratedContestant(net, numba_epoch_tracked if tracked else numba_epoch)
+
+    return factory
+
+
+#: the Numba backend's rows, right after the reference (the first call compiles, or loads
+#: Numba's disk cache, in the warm-up epoch; see ``numba_compile`` in the report)
+CONTESTANTS = {
+    REFERENCE: CONTESTANTS[REFERENCE],
+    "symgrad numba": _numba_factory(False),
+    "symgrad numba fit()": _numba_factory(True),
+    **CONTESTANTS,
+}
+
+
 def register_contestant(name: str, factory: Callable[[Net], Contestant], first: bool = False):
     """Add (or replace) a contestant; ``first`` puts it right after the reference."""
     CONTESTANTS.pop(name, None)
@@ -951,6 +977,29 @@ def write_markdown(record: dict[str, Any], path: Path) -> str:
                 f"| {_fmt(r.get('others_cores'), '.2f')} | {r.get('note', '')} |"
             )
         lines.append("")
+    nc = record.get("numba_compile")
+    if nc:
+        lines += ["## symgrad numba: first-call compile time", ""]
+        if "error" in nc:
+            lines += [f"Not measured: {nc['error']}", ""]
+        else:
+            lines += [
+                f"{nc['spec']}, two fresh processes sharing a new, empty NUMBA_CACHE_DIR; "
+                "*compile* is the first fit (256 samples, one epoch) less the second fit of the "
+                "same process; *load_trainer* derives and generates the module.",
+                "",
+                "| process | load_trainer s | first fit s | first fit CPU s | second fit s "
+                "| compile s |",
+                "| --- | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            for run, label in (("cold", "first (empty cache)"), ("cached", "second (cached)")):
+                r = nc[run]
+                lines.append(
+                    f"| {label} | {r['load_trainer_s']:.2f} | {r['first_fit_s']:.2f} "
+                    f"| {r.get('first_fit_cpu_s', float('nan')):.2f} | {r['second_fit_s']:.4f} "
+                    f"| {r['compile_s']:.2f} |"
+                )
+            lines.append("")
     if record.get("hessians"):
         lines += [
             "## Full Hessians over the flattened parameters (float64)",
@@ -1065,6 +1114,14 @@ def main(argv: list[str] | None = None) -> int:
             time_config(run, repeats, args.max_seconds / passes)
         time_hessians(hessian_runs, repeats, args.max_seconds / passes)
     record["configs"] = [finish_config(run, args.agree_n) for run in runs]
+    if any("symgrad numba" in run.contestants for run in runs) and not args.quick:
+        from .symgrad_contestant import compile_times
+
+        print("\nnumba: first-call compile time (cold cache, then cached)", flush=True)
+        try:
+            record["numba_compile"] = compile_times()
+        except Exception as exc:  # reported, not fatal: the table stands without it
+            record["numba_compile"] = {"error": f"{type(exc).__name__}: {exc}"}
     if hessian_runs:
         record["hessians"] = finish_hessians(hessian_runs)
     record["passes"] = passes

@@ -444,6 +444,14 @@ def train(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Plain lines, no progress bar.")
     ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="numpy, or numba (each epoch's batch loop compiled; the NumPy trainer with a "
+            "notice where unsupported).",
+        ),
+    ] = "numpy",
     cluster: Annotated[
         str | None,
         typer.Option(
@@ -493,8 +501,10 @@ def train(
                 plot_fn=_plot,
             )
         return
+    if backend not in ("numpy", "numba"):
+        _fail(f"--backend must be numpy or numba, not {backend!r}")
     with _checkpoint_lock(ckpt):  # held until the model is saved
-        model = load_trainer(s)
+        model = load_trainer(s, backend=backend)
         extras: dict = {}
         want = s.preprocess.standardize if standardize is None else standardize
         if resume:

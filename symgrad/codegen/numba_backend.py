@@ -8,8 +8,14 @@ delta, f', the optimiser's update) as fused loops whose bodies are printed by
 ``_make_runner`` is replaced by one that calls ``_epoch``; without Numba at import time the
 module is the NumPy trainer unchanged.
 
-Supported: dense chains with element-wise activations (no softmax), optimisers gd, sgd,
-momentum and adam, no regulariser. Anything else gets the NumPy module and a one-line notice.
+Supported: dense chains (any layer with or without bias) with element-wise activations and a
+softmax output layer (its row's logsumexp shifted by the row maximum, then the kernel
+``exp(z - logsumexp(z))``), every registered first-order optimiser whose update is element-wise
+(gd, sgd, momentum, nesterov, adam, rmsprop, adagrad), the L2 penalty (its gradient kernel) and
+the L1 one (the ``reg.prox`` soft threshold, then the optimiser's ``after_prox``), all printed
+in the one fused loop over the parameters from the kernels :mod:`.step` prints for NumPy.
+Optimisers that need curvature (Newton) train on the NumPy path. Anything unsupported gets the
+NumPy module and a one-line notice.
 """
 
 from __future__ import annotations
@@ -17,17 +23,31 @@ from __future__ import annotations
 import sympy as sp
 
 from .. import optimizers
+from ..calculus import logsumexp
 from ..derivation import derive
-from ..optimizers.base import Update, eta, g, t, theta
+from ..optimizers.base import Update, eta, g, t, theta, u
 from ..printers.numpy import NumPyPrinter, stable_rewrite
 from ..printers.pylayout import layout
 from ..spec import Spec, load_spec
 from . import kernels
 from .generate import check_compiles, render
+from .regulariser import smooth_gradient
 from .step import _hyper_values
 
-#: optimisers the compiled epoch lays out
-SUPPORTED_OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+
+#: optimisers the compiled epoch lays out: every registered first-order one with an
+#: element-wise update (Newton trains on the NumPy trainer's path)
+def supported_optimizers() -> tuple[str, ...]:
+    out = []
+    for name in optimizers.names():
+        try:
+            _check_optimizer(name)
+        except Unsupported:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
 #: the per-element symbols a layer's kernels may read
 _UNIT_SYMBOLS = {"z", "a", "y"}
 
@@ -55,6 +75,18 @@ class NumbaPrinter(NumPyPrinter):
     def _print_sign(self, expr):
         return "np.sign(%s)" % self._print(expr.args[0])
 
+    def _print_Max(self, expr):
+        return self._fold("max", expr.args)
+
+    def _print_Min(self, expr):
+        return self._fold("min", expr.args)
+
+    def _fold(self, name, args):
+        code = self._print(args[0])
+        for arg in args[1:]:
+            code = f"{name}({code}, {self._print(arg)})"
+        return code
+
     def scalar(self, expr: sp.Expr) -> str:
         """``expr`` after the stable rewrites, on one line."""
         return " ".join(self.doprint(stable_rewrite(expr)).split())
@@ -64,11 +96,13 @@ class Unsupported(Exception):
     """The spec needs something the compiled epoch does not lay out (the message says what)."""
 
 
-def _unit_kernel(d, key: str) -> sp.Expr:
+def _unit_kernel(d, key: str, vector: bool = False) -> sp.Expr:
+    """The per-element kernel ``key``; only a softmax layer's (``vector``) reads its row's
+    logsumexp."""
     expr = kernels.kernel(d, key)
     if expr is None:
         raise Unsupported(f"no kernel {key!r}")
-    if expr.has(sp.Function("logsumexp")) or "logsumexp" in str(expr):
+    if not vector and expr.has(logsumexp):
         raise Unsupported(f"{key} needs the softmax's logsumexp")
     extra = {s.name for s in expr.free_symbols} - _UNIT_SYMBOLS
     if extra:
@@ -76,77 +110,160 @@ def _unit_kernel(d, key: str) -> sp.Expr:
     return expr
 
 
+def _check_optimizer(name: str) -> None:
+    """First-order optimisers whose update is element-wise (it reads one coordinate of theta,
+    g and the state vectors, the step count and hyperparameters): a fused loop applies them."""
+    opt = optimizers.get(name)
+    if not opt.first_order:
+        raise Unsupported(f"optimizer {name!r} (it needs curvature: it trains on the NumPy path)")
+    allowed = {theta, g, eta, t, u, *opt.state, *opt.hyper}
+    for up in (*opt.updates, *opt.after_prox):
+        extra = up.value.free_symbols - allowed
+        if extra or up.target not in {theta, *opt.state}:
+            raise Unsupported(f"optimizer {name!r} (its update is not element-wise)")
+
+
 def _check(spec: Spec) -> None:
-    if spec.optimizer.name not in SUPPORTED_OPTIMIZERS:
-        raise Unsupported(f"optimizer {spec.optimizer.name!r} (supported: gd, sgd, momentum, adam)")
-    if spec.regularization.l2 or spec.regularization.l1:
-        raise Unsupported("a regulariser (l2/l1)")
-    for layer in spec.layers:
+    if spec.is_graph:
+        raise Unsupported("skip connections (from/merge)")
+    _check_optimizer(spec.optimizer.name)
+    for layer in spec.layers[:-1]:
         if layer.activation == "softmax":
-            raise Unsupported("a softmax layer")
-        if not layer.bias:
-            raise Unsupported("a layer without bias (bias: false)")
+            raise Unsupported("a softmax hidden layer")
+
+
+def _scalar_update(opt, step, spec, d) -> list[str]:
+    """The body of the fused parameter loop: the regulariser's gradient, the optimiser's
+    update, the L1 soft threshold and ``after_prox``, each printed from its SymPy kernel (as
+    :func:`.step.step_code` prints them over vectors), over one element ``k``."""
+    values = _hyper_values(opt, spec.optimizer)
+    updates = [Update(up.target, up.value.subs(values)) for up in opt.updates]
+    if step.fold:
+        updates = [Update(up.target, up.value.subs(g, g / eta)) for up in updates]
+    names = {theta.name: "th", g.name: "gk", eta.name: "lr", t.name: "t", u.name: "uk"}
+    names.update({"lambda_2": "l2k", "lambda_1": "l1k", "N": "n"})
+    for sym in opt.state:
+        names[sym.name] = f"s_{opt.key(sym)}"
+    q = NumbaPrinter(names)
+    o = ["th = store[k]", "gk = grad[k]"]
+    o += [f"s_{key} = {name}[k]" for name, key in step.state]
+    if step.l2:
+        reg = smooth_gradient(d).subs(kernels.w, theta)
+        if step.fold:
+            reg = eta * reg
+        o.append("l2k = wmask[k] * l2")
+        o.append(f"# reg.grad: the regulariser's gradient{' (times eta)' if step.fold else ''}")
+        o.append(f"gk = {q.scalar(g + reg)}")
+    o.append(f"# opt.{opt.name}: {opt.title}")
+    o += [f"{names[up.target.name]} = {q.scalar(up.value)}" for up in updates]
+    if step.l1:
+        prox = kernels.kernel(d, "reg.prox").subs(values)
+        o.append("# reg.prox: L1, the weights' soft threshold")
+        o.append("l1k = wmask[k] * l1")
+        o.append("uk = th")
+        o.append(f"th = {q.scalar(prox)}")
+        for up in opt.after_prox:
+            o.append(f"# opt.{opt.name}.{up.target.name}.prox: after the threshold")
+            o.append(f"{names[up.target.name]} = {q.scalar(up.value.subs(values))}")
+    o.append("store[k] = th")
+    o += [f"{name}[k] = s_{key}" for name, key in step.state]
+    return o
 
 
 def _epoch_source(d, context: dict) -> str:
     spec = d.spec
     L = d.depth
     sizes = spec.sizes
-    p = NumbaPrinter({"z": "z", "a": "a", "y": "y"})
+    p = NumbaPrinter({"z": "z", "a": "a", "y": "y", "logsumexp": "lse"})
     opt = optimizers.get(spec.optimizer.name)
     step = context["step"]
     kept = context["out"].track_names.split(", ")
-    layout_ = context["layout"]
+    ctxs = context["layers"]
+    bias = [c.bias for c in ctxs]
     state = [name for name, _ in step.state]
-    args = ["store", "grad", *state, "X", "Y_all", "kept_z", "kept_a", "order", "shuffled"]
-    args += ["track", "start", "count", "m", "lr", "t"]
+    args = ["store", "grad", *state, "wmask", "X", "Y_all", "kept_z", "kept_a", "order"]
+    args += ["shuffled", "track", "start", "count", "m", "lr", "l2", "l1", "n", "t"]
     o = [f"def _epoch_py({', '.join(args)}):"]
     o.append(
         '    """A run of ``count`` batches of m (see ``_make_runner``); returns the step count."""'
     )
+    o.append("    dt = store.dtype")
     o.append(f"    scale = {'lr / m' if step.fold else '1.0 / m'}")
-    for l in range(1, L + 1):
-        units, fan_in, w0, _ = layout_[l - 1]
-        lo = w0
-        if l == 1:
+    o.append(f"    xg = np.empty((m, {sizes[0]}), dtype=dt)  # shuffled batches are gathered here")
+    o.append(f"    yg = np.empty((m, {sizes[L]}), dtype=dt)")
+    for l, c in enumerate(ctxs, start=1):
+        units, fan_in, lo = c.units, c.fan_in, c.w0
+        if c.bias and l == 1:
             o.append(f"    W_1 = store[{lo}:{lo + units * fan_in}].reshape(({units}, {fan_in}))")
             o.append(f"    b_1 = store[{lo + units * fan_in}:{lo + units * (fan_in + 1)}]")
             o.append(f"    gW_1 = grad[{lo}:{lo + units * fan_in}].reshape(({units}, {fan_in}))")
             o.append(f"    gb_1 = grad[{lo + units * fan_in}:{lo + units * (fan_in + 1)}]")
         else:
-            hi = lo + units * (fan_in + 1)
-            o.append(f"    Wb_{l} = store[{lo}:{hi}].reshape(({units}, {fan_in + 1}))")
-            o.append(f"    gWb_{l} = grad[{lo}:{hi}].reshape(({units}, {fan_in + 1}))")
-        cols = units + 1 if l < L else units
-        o.append(f"    Z_{l} = np.empty((m, {units}), dtype=store.dtype)")
-        o.append(f"    A_{l} = np.ones((m, {cols}), dtype=store.dtype)")
-        o.append(f"    D_{l} = np.empty((m, {units}), dtype=store.dtype)")
+            cols = fan_in + 1 if c.bias else fan_in
+            hi = lo + units * cols
+            name = f"Wb_{l}" if c.bias else f"W_{l}"
+            o.append(f"    {name} = store[{lo}:{hi}].reshape(({units}, {cols}))")
+            o.append(f"    g{name} = grad[{lo}:{hi}].reshape(({units}, {cols}))")
+        # [a_l | 1] when the next layer has a bias (one product gives its weights and bias)
+        cols = units + 1 if l < L and bias[l] else units
+        o.append(f"    Z_{l} = np.empty((m, {units}), dtype=dt)")
+        o.append(f"    A_{l} = np.ones((m, {cols}), dtype=dt)")
+        o.append(f"    D_{l} = np.empty((m, {units}), dtype=dt)")
+        if l > 1:
+            o.append(f"    B_{l} = np.empty((m, {fan_in + 1 if c.bias else fan_in}), dtype=dt)")
     o.append("    for i in range(count):")
     o.append("        lo = start + i * m")
+    # element by element: Numba compiles a row assignment (xg[r] = X[k]) many times slower
     o.append("        if shuffled:")
-    o.append("            idx = order[lo : lo + m]")
-    o.append("            x = X[idx]")
-    o.append("            Y = Y_all[idx]")
+    o.append("            for r in range(m):")
+    o.append("                k = order[lo + r]")
+    o.append(f"                for c in range({sizes[0]}):")
+    o.append("                    xg[r, c] = X[k, c]")
+    o.append(f"                for c in range({sizes[L]}):")
+    o.append("                    yg[r, c] = Y_all[k, c]")
+    o.append("            x = xg")
+    o.append("            Y = yg")
     o.append("        else:")
     o.append("            x = X[lo : lo + m]")
     o.append("            Y = Y_all[lo : lo + m]")
-    for l in range(1, L + 1):
-        units = sizes[l]
-        f = p.scalar(_unit_kernel(d, f"act.{l}.f"))
-        o.append(f"        # act.{l}.f: z_{l} = a_{l - 1} W_{l}^T + b_{l}, a_{l} = f_{l}(z_{l})")
-        if l == 1:
-            o.append("        P = np.dot(x, W_1.T)")
-        else:
-            o.append(f"        P = np.dot(A_{l - 1}, Wb_{l}.T)")
+    for l, c in enumerate(ctxs, start=1):
+        units = c.units
+        src = "x" if l == 1 else f"A_{l - 1}"
+        w = f"Wb_{l}" if c.bias and l > 1 else f"W_{l}"
+        plus = " + b_1[j]" if c.bias and l == 1 else ""
+        link = "no bias" if not c.bias else ("+ b_1" if l == 1 else "[W | b] on [a | 1]")
+        o.append(f"        # act.{l}.f: z_{l} = a_{l - 1} W_{l}^T ({link}), a_{l} = f_{l}(z_{l})")
+        o.append(f"        np.dot({src}, {w}.T, Z_{l})")
+        f = p.scalar(_unit_kernel(d, f"act.{l}.f", vector=c.softmax))
         o.append("        for r in range(m):")
-        o.append(f"            for j in range({units}):")
-        o.append("                z = P[r, j]" + (" + b_1[j]" if l == 1 else ""))
-        o.append(f"                Z_{l}[r, j] = z")
-        o.append(f"                A_{l}[r, j] = {f}")
+        if c.softmax:
+            # logsumexp(z) of the row, shifted by its maximum (as the NumPy module's _logsumexp)
+            o.append("            top = -np.inf")
+            o.append(f"            for j in range({units}):")
+            o.append(f"                z = Z_{l}[r, j]{plus}")
+            if plus:
+                o.append(f"                Z_{l}[r, j] = z")
+            o.append("                if z > top:")
+            o.append("                    top = z")
+            o.append("            s = 0.0")
+            o.append(f"            for j in range({units}):")
+            o.append(f"                s += np.exp(Z_{l}[r, j] - top)")
+            o.append("            lse = top + np.log(s)")
+            o.append(f"            for j in range({units}):")
+            o.append(f"                z = Z_{l}[r, j]")
+            o.append(f"                A_{l}[r, j] = {f}")
+        else:
+            o.append(f"            for j in range({units}):")
+            o.append(f"                z = Z_{l}[r, j]{plus}")
+            if plus:
+                o.append(f"                Z_{l}[r, j] = z")
+            o.append(f"                A_{l}[r, j] = {f}")
     o.append("        if track:")
-    if "z_" + str(L) in kept:
-        o.append(f"            kept_z[lo : lo + m] = Z_{L}")
-    o.append(f"            kept_a[lo : lo + m] = A_{L}")
+    o.append("            for r in range(m):")
+    o.append(f"                for c in range({sizes[L]}):")
+    if f"z_{L}" in kept:
+        o.append(f"                    kept_z[lo + r, c] = Z_{L}[r, c]")
+    o.append(f"                    kept_a[lo + r, c] = A_{L}[r, c]")
     delta = p.scalar(_unit_kernel(d, "delta.out"))
     o.append("        # delta.out, times scale")
     o.append("        for r in range(m):")
@@ -156,45 +273,30 @@ def _epoch_source(d, context: dict) -> str:
     o.append("                y = Y[r, j]")
     o.append(f"                D_{L}[r, j] = ({delta}) * scale")
     for l in range(L, 0, -1):
-        if l == 1:
-            o.append("        gW_1[:, :] = np.dot(D_1.T, x)")
+        c = ctxs[l - 1]
+        src = "x" if l == 1 else f"A_{l - 1}"
+        w = f"Wb_{l}" if c.bias and l > 1 else f"W_{l}"
+        o.append(f"        np.dot(D_{l}.T, {src}, g{w})")
+        if c.bias and l == 1:
             o.append(f"        for j in range({sizes[1]}):")
             o.append("            s = 0.0")
             o.append("            for r in range(m):")
             o.append("                s += D_1[r, j]")
             o.append("            gb_1[j] = s")
-        else:
-            o.append(f"        gWb_{l}[:, :] = np.dot(D_{l}.T, A_{l - 1})")
+        if l > 1:
             df = p.scalar(_unit_kernel(d, f"act.{l - 1}.df"))
             o.append(f"        # act.{l - 1}.df: delta_{l - 1} = f'_{l - 1} * (delta_{l} W_{l})")
-            o.append(f"        P = np.dot(D_{l}, Wb_{l})")
+            o.append(f"        np.dot(D_{l}, {w}, B_{l})")
             o.append("        for r in range(m):")
             o.append(f"            for j in range({sizes[l - 1]}):")
             o.append(f"                z = Z_{l - 1}[r, j]")
             o.append(f"                a = A_{l - 1}[r, j]")
-            o.append(f"                D_{l - 1}[r, j] = P[r, j] * ({df})")
-    # the optimiser's update, fused over the parameters
-    values = _hyper_values(opt, spec.optimizer)
-    updates = [Update(up.target, up.value.subs(values)) for up in opt.updates]
-    if step.fold:
-        updates = [Update(up.target, up.value.subs(g, g / eta)) for up in updates]
-    names = {theta.name: "th", g.name: "gk", eta.name: "lr", t.name: "t"}
-    for sym in opt.state:
-        names[sym.name] = f"s_{opt.key(sym)}"
-    q = NumbaPrinter(names)
+            o.append(f"                D_{l - 1}[r, j] = B_{l}[r, j] * ({df})")
     if step.counts_steps:
         o.append("        t += 1")
-    o.append(f"        # opt.{opt.name}: the update, one fused loop over the parameters")
+    o.append("        # the step, one fused loop over the parameters")
     o.append("        for k in range(store.shape[0]):")
-    o.append("            th = store[k]")
-    o.append("            gk = grad[k]")
-    for name, key in step.state:
-        o.append(f"            s_{key} = {name}[k]")
-    for up in updates:
-        o.append(f"            {names[up.target.name]} = {q.scalar(up.value)}")
-    o.append("            store[k] = th")
-    for name, key in step.state:
-        o.append(f"            {name}[k] = s_{key}")
+    o += [f"            {line}" for line in _scalar_update(opt, step, spec, d)]
     o.append("    return t")
     return "\n".join(o) + "\n"
 
@@ -215,6 +317,7 @@ _CACHE = getattr(__import__("sys").modules.get(__name__), "__dict__", None) is g
 _epoch = _numba.njit(cache=_CACHE)(_epoch_py) if _numba is not None else None
 _NO_ROWS = np.empty((0, {n_out}))
 _NO_ORDER = np.empty(0, dtype=np.int64)
+_NO_MASK = np.empty(0)
 
 
 def _compiled_make_runner(self, m, n, track):
@@ -223,6 +326,8 @@ def _compiled_make_runner(self, m, n, track):
     state = self._opt_state
     vectors = [state[key] for key in {state_keys}]
     lr = self.learning_rate
+    wmask = {wmask}  # 1.0 for a weight, 0.0 for a bias: the penalties skip biases
+    l2, l1 = float(self.l2), float(self.l1)
 
     def run(X, Y_all, kept, order, start, count):
         kz = ka = _NO_ROWS.astype(store.dtype)
@@ -231,8 +336,8 @@ def _compiled_make_runner(self, m, n, track):
         shuffled = order is not None
         o = order if shuffled else _NO_ORDER
         t = _epoch(
-            store, grad, *vectors, X, Y_all, kz, ka, o, shuffled, bool(kept), start, count, m, lr,
-            state["t"],
+            store, grad, *vectors, wmask, X, Y_all, kz, ka, o, shuffled, bool(kept), start, count,
+            m, lr, l2, l1, n, state["t"],
         )
         state["t"] = int(t)
 
@@ -263,11 +368,13 @@ def numba_source(spec: Spec | str, spec_file: str | None = None) -> tuple[str, s
         return source, f"the numba backend does not support {exc}: wrote the NumPy trainer"
     kept = context["out"].track_names.split(", ")
     unpack = "(ka,) = kept" if len(kept) == 1 else "kz, ka = kept"
+    step = context["step"]
     tail = _TAIL.format(
         epoch=epoch,
         n_out=spec.sizes[-1],
         state_keys=list(context["step"].state_keys),
         kept_unpack=unpack,
+        wmask="_NO_MASK" if not (step.l2 or step.l1) else "_WEIGHT_MASK.astype(store.dtype)",
         cls=spec.class_name,
     )
     full = source + tail
@@ -275,4 +382,11 @@ def numba_source(spec: Spec | str, spec_file: str | None = None) -> tuple[str, s
     return layout(full), None
 
 
-__all__ = ["SUPPORTED_OPTIMIZERS", "NumbaPrinter", "Unsupported", "numba_source"]
+def numba_module(spec: Spec | str, spec_file: str | None = None) -> str:
+    """:func:`numba_source`'s module alone (``symgrad.load_trainer`` builds it within its time
+    budget); a NumPy module it fell back to ends with the line ``# numba backend: <notice>``."""
+    source, notice = numba_source(spec, spec_file)
+    return source if notice is None else f"{source.rstrip()}\n\n# numba backend: {notice}\n"
+
+
+__all__ = ["NumbaPrinter", "Unsupported", "numba_module", "numba_source", "supported_optimizers"]

@@ -198,24 +198,57 @@ def import_path(path: str | os.PathLike, module_name: str | None = None) -> Modu
     return _exec_module(path.read_text(encoding="utf-8"), module_name, str(path))
 
 
+#: the trainers :func:`load_trainer` builds
+BACKENDS = ("numpy", "numba")
+
+
 def load_trainer(
-    spec: Spec | str | os.PathLike, seed: int | None = None, dtype=None, budget: float | None = None
+    spec: Spec | str | os.PathLike,
+    seed: int | None = None,
+    dtype=None,
+    budget: float | None = None,
+    backend: str = "numpy",
+    notice=None,
 ):
     """Generate (or reuse, keyed by hash) the trainer for ``spec`` and return an instance.
 
     Deriving and printing run within one time budget (``budget`` seconds, else
     ``$SYMGRAD_TIME_BUDGET``, else 60 s) from any thread; see :mod:`symgrad.runtime.bounded`.
+    ``backend="numba"`` builds the trainer whose ``fit`` runs each epoch's batch loop in one
+    compiled function (:mod:`symgrad.codegen.numba_backend`; compiled on the first ``fit``,
+    then cached on disk beside the module). Where Numba is missing or the spec needs what it
+    does not lay out, the NumPy trainer is returned and ``notice`` (a function of one line of
+    text; default: printed to stderr) is told why.
 
     Raises:
         LimitError: the model would need more memory than ``$SYMGRAD_MAX_MEMORY`` allows, or
             deriving and printing it ran past the budget (:class:`~symgrad.errors.BudgetError`).
         CacheError: the module cache is not usable.
+        ValueError: ``backend`` is not one of :data:`BACKENDS`.
     """
-    from .bounded import module_source
+    from .bounded import _run, module_source
 
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be numpy or numba, not {backend!r}")
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     check_model_memory(spec, dtype)
     prepare_cache_dir()  # before the derivation: a cache that cannot be used fails at once
-    module = import_module_from_source(module_source(spec, budget=budget), spec.name)
+    if backend == "numba":
+        producer = "symgrad.codegen.numba_backend:numba_module"
+        source = _run("module", spec, budget=budget, producer=producer)
+        said = source.rstrip().rsplit("\n", 1)[-1]
+        if said.startswith(_NOTICE):
+            (notice or _print_notice)(said[len(_NOTICE) :])
+        module = import_module_from_source(source, f"{spec.name}_numba")
+    else:
+        module = import_module_from_source(module_source(spec, budget=budget), spec.name)
     return getattr(module, spec.class_name)(seed=seed, dtype=dtype)
+
+
+#: how a module of the numba backend that fell back to NumPy ends (then the reason)
+_NOTICE = "# numba backend: "
+
+
+def _print_notice(line: str) -> None:
+    print(f"notice: {line}", file=sys.stderr)
