@@ -92,10 +92,22 @@ def derive(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to FILE (atomically).")
     ] = None,
+    notation: Annotated[
+        str,
+        typer.Option(
+            "--notation",
+            help="symgrad, or seed002 (first the network traced node by node in seed 002's "
+            "letters: X_j, Y_j, W_ij, E; small dense networks).",
+        ),
+    ] = "symgrad",
 ) -> None:
     """Print the derivation of the gradients and Hessians of SPEC."""
-    from .runtime.bounded import derivation_text
+    from .runtime.bounded import NOTATIONS, derivation_text
 
+    if notation not in NOTATIONS:
+        _fail(f"--notation must be one of {', '.join(NOTATIONS)}, not {notation!r}")
+    if fmt is Format.html and notation != "symgrad":
+        _fail("--notation seed002 prints LaTeX, markdown or text, not --format html")
     if fmt is Format.html:
         from .printers.mathml import available
 
@@ -108,7 +120,11 @@ def derive(
         text = bounded_page(_load(spec), spec_file=spec.as_posix())
     else:
         text = derivation_text(
-            _load(spec), fmt.value, standalone=standalone, spec_file=spec.as_posix()
+            _load(spec),
+            fmt.value,
+            standalone=standalone,
+            spec_file=spec.as_posix(),
+            notation=notation,
         )
     if output is None:
         typer.echo(text, nl=False)
@@ -735,11 +751,17 @@ def verify(
     spec: SpecArg,
     seed: Annotated[int, typer.Option("--seed", help="Seed of parameters, data, direction.")] = 0,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Samples of the random batch.")] = 5,
+    notation: Annotated[
+        str, typer.Option("--notation", help="symgrad, or seed002 (as derive --notation).")
+    ] = "symgrad",
 ) -> None:
     """Evaluate every equation of the derivation on numbers; exit 1 when one disagrees."""
+    from .runtime.bounded import NOTATIONS
     from .runtime.verify import verify as run_verify
 
-    report = run_verify(_load(spec), seed=seed, batch=batch)
+    if notation not in NOTATIONS:
+        _fail(f"--notation must be one of {', '.join(NOTATIONS)}, not {notation!r}")
+    report = run_verify(_load(spec), seed=seed, batch=batch, notation=notation)
     typer.echo(report.table())
     if not report.ok:
         names = ", ".join(sorted({r.key for r in report.failures}))

@@ -77,3 +77,33 @@ def test_each_kink_function_generates(expr):
     spec = {**SPEC, "activations": {"softabs": expr}}
     source = symgrad.generate_source(symgrad.load_spec(spec))
     compile(source, "kinks.py", "exec")
+
+
+def test_finite_differences_on_a_kink_take_the_side_of_its_branch():
+    """A point exactly on a kink (ReLU at z = 0) has no two-sided derivative; the reference's
+    differences take the side whose branch the point has (z <= 0: 0, the code's f'(0))."""
+    from symgrad.runtime.reference import fd
+
+    def relu(t, at=0.0):
+        z = at + t
+        return np.array([max(z, 0.0)]), (z > 0,)
+
+    assert fd(relu)[0][0] == 0.0
+    assert fd(lambda t: relu(t, 0.3))[0][0] == pytest.approx(1.0, abs=1e-12)
+
+    def smooth_right(t):  # z^2 + z on z > 0, 2z on z <= 0; the point is on the left branch
+        z = t
+        return np.array([z * z + z if z > 0 else 2 * z]), (z > 0,)
+
+    assert fd(smooth_right)[0][0] == pytest.approx(2.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("seed", [1, 4, 5])
+def test_verify_seed002_nodes_where_a_layer_sits_on_the_kink(seed):
+    """Seed 002's network has no biases: a layer fed only by dead ReLUs has z exactly 0. The
+    verifier compared f'(0) = 0 with a central difference across the kink (0.5 or 1) and
+    failed backprop.2 on these seeds; differences of f now see its kink."""
+    from symgrad.runtime.verify import verify
+
+    report = verify(symgrad.load_spec("examples/seed002_nodes.yaml"), seed=seed)
+    assert report.ok, [(r.key, r.error) for r in report.failures]

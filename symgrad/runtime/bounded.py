@@ -52,6 +52,8 @@ CHILD_MEMORY_BYTES = 4 * 2**30
 CHILD_GRACE_SECONDS = 5.0
 #: Formats of :func:`derivation_text`.
 FORMATS = ("latex", "markdown", "text", "html")
+#: the notations a derivation can be printed in
+NOTATIONS = ("symgrad", "seed002")
 
 _CACHE: OrderedDict[tuple, str] = OrderedDict()
 _CACHE_SIZE = 64
@@ -80,6 +82,7 @@ def _produce(
     standalone: bool,
     spec_file: str | None,
     producer: str | None = None,
+    notation: str = "symgrad",
 ) -> str:
     """The text itself (no budget here: the callers set it).
 
@@ -97,9 +100,13 @@ def _produce(
 
         return generate_source(spec, spec_file=spec_file)
     from ..derivation import derive
+    from ..derivation.nodes import trace_nodes
     from ..printers.render import render
 
-    return render(derive(spec), fmt, standalone=standalone)
+    d = derive(spec)
+    if notation == "seed002":
+        trace_nodes(d)
+    return render(d, fmt, standalone=standalone)
 
 
 def _what(kind: str, spec: Spec) -> str:
@@ -115,21 +122,22 @@ def _run(
     spec_file: str | None = None,
     budget: float | None = None,
     producer: str | None = None,
+    notation: str = "symgrad",
 ) -> str:
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     seconds = total_seconds(budget)
     if clock_available():
         with total_budget(seconds, _what(kind, spec)):
-            text = _produce(kind, spec, fmt, standalone, spec_file, producer)
+            text = _produce(kind, spec, fmt, standalone, spec_file, producer, notation)
         _cap(text, kind, fmt)
         return text
-    key = (kind, spec.digest(), fmt, standalone, spec_file, producer)
+    key = (kind, spec.digest(), fmt, standalone, spec_file, producer, notation)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    text = _in_child(kind, spec, fmt, standalone, spec_file, seconds, producer)
+    text = _in_child(kind, spec, fmt, standalone, spec_file, seconds, producer, notation)
     with _CACHE_LOCK:
         _CACHE[key] = text
         while len(_CACHE) > _CACHE_SIZE:
@@ -158,8 +166,12 @@ def derivation_text(
     spec_file: str | None = None,
     budget: float | None = None,
     producer: str | None = None,
+    notation: str = "symgrad",
 ) -> str:
     """The derivation of ``spec`` as ``latex``, ``markdown``, ``text`` or ``html``, within budget.
+
+    ``notation="seed002"`` puts the network traced node by node in seed 002's notation first
+    (:mod:`symgrad.derivation.nodes`).
 
     HTML needs its ``producer`` (see :func:`_produce`); :func:`symgrad.runtime.page.bounded_page`
     passes it.
@@ -173,6 +185,8 @@ def derivation_text(
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt == "html" and producer is None:
         raise ValueError("HTML is produced by symgrad.runtime.page.bounded_page")
+    if notation not in NOTATIONS:
+        raise ValueError(f"notation must be one of {', '.join(NOTATIONS)}, not {notation!r}")
     return _run(
         "derivation",
         spec,
@@ -181,6 +195,7 @@ def derivation_text(
         spec_file=spec_file,
         budget=budget,
         producer=producer,
+        notation=notation,
     )
 
 
@@ -248,6 +263,7 @@ def _in_child(
     spec_file: str | None,
     seconds: float,
     producer: str | None = None,
+    notation: str = "symgrad",
 ) -> str:
     memory = _child_memory()
     request = {
@@ -257,6 +273,7 @@ def _in_child(
         "standalone": standalone,
         "spec_file": spec_file,
         "producer": producer,
+        "notation": notation,
         "deadline": time.time() + seconds,  # wall clock: the child's start-up counts
         "seconds": seconds,
         "memory": memory,
@@ -344,6 +361,7 @@ def _child_main() -> None:  # pragma: no cover - runs in the child process
                 request["standalone"],
                 request["spec_file"],
                 request.get("producer"),
+                request.get("notation", "symgrad"),
             )
         _cap(text, kind, request["fmt"])
         reply = {"text": text}

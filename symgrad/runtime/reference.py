@@ -388,13 +388,56 @@ class Reference:
         return tuple(parts)
 
 
+#: one-sided differences of order 4: f'(0) ~ side * sum_k c_k f(side k h) / h
+_ONE_SIDED = ((0, -25 / 12), (1, 4.0), (2, -3.0), (3, 4 / 3), (4, -1 / 4))
+
+
+def _one_sided(fun, sig0, step: float):
+    """The derivative at a kink, on the side where ``fun`` keeps the branch it takes at 0
+    (ReLU at z = 0 takes its z <= 0 piece: the derivative from the left, 0, as the code's
+    f'(0) = 0); None when neither side keeps it. Halves the step until two estimates agree."""
+
+    def stencil(side, h):
+        total, top = 0.0, 0.0
+        for k, c in _ONE_SIDED:
+            v, sig = fun(side * k * h)
+            v = np.asarray(v, dtype=np.float64)
+            if sig != sig0 or not np.all(np.isfinite(v)):
+                return None, top
+            total = total + c * v
+            top = max(top, float(np.max(np.abs(v), initial=0.0)))
+        return side * total / h, top
+
+    for side in (-1.0, 1.0):
+        h = step
+        d, top = stencil(side, h)
+        while d is None and h > _MIN_STEP:
+            h /= 4
+            d, top = stencil(side, h)
+        if d is None:
+            continue
+        for _ in range(20):
+            d2, top = stencil(side, h / 2)
+            if d2 is None:
+                break
+            diff = float(np.max(np.abs(d2 - d), initial=0.0))
+            scale = float(np.max(np.abs(d2), initial=0.0))
+            d, h = d2, h / 2
+            if diff <= max(1e-11 * scale, 256 * np.finfo(np.float64).eps * top / h):
+                break
+        return d, h
+    return None
+
+
 def fd(fun, step: float = FD_STEP):
     """The derivative at 0 of ``fun(t) -> (value, signature)`` by central differences of order 8.
 
     The step shrinks (by 4) while the signature of a stencil point differs from that at 0 (the
     stencil would straddle a kink) or a value is not finite (it left the domain, as ``a > 1``
     in ``log(1 - a)``); then it halves until two successive estimates agree to 1e-12 (relative
-    to the largest) or differ by no more than rounding noise. Returns ``(derivative, step)``.
+    to the largest) or differ by no more than rounding noise. When every stencil straddles a
+    kink, the point is on one: one-sided differences on the side of its branch (see
+    :func:`_one_sided`). Returns ``(derivative, step)``.
     """
     _, sig0 = fun(0.0)
 
@@ -416,6 +459,10 @@ def fd(fun, step: float = FD_STEP):
     while not ok and h > _MIN_STEP:
         h /= 4
         d, ok, top = stencil(h)
+    if not ok:  # the point itself sits on a kink: differences on the side of its branch
+        one = _one_sided(fun, sig0, step)
+        if one is not None:
+            return one
     for _ in range(12):
         d2, ok, top = stencil(h / 2)
         if not ok:

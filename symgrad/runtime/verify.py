@@ -74,7 +74,12 @@ def _one_blas_thread():
 
 
 def verify(
-    spec_or_derivation, seed: int = 0, batch: int = 5, dtype="float64", trainer=None
+    spec_or_derivation,
+    seed: int = 0,
+    batch: int = 5,
+    dtype="float64",
+    trainer=None,
+    notation: str = "symgrad",
 ) -> Report:
     """Evaluate every displayed equation of the derivation of a spec; see the module doc.
 
@@ -86,6 +91,8 @@ def verify(
         dtype: the trainer's dtype (the reference is always float64).
         trainer: a trainer instance to check instead of ``load_trainer(spec, seed, dtype)``;
             its parameters are set to the random parameters.
+        notation: ``"seed002"`` adds the node-by-node equations (``derive --notation
+            seed002``), checked against the unrolled network, the trainer and the reference.
 
     Returns:
         A :class:`Report`: ``report.ok``, ``report.max_error``, ``report.table()``.
@@ -98,6 +105,10 @@ def verify(
         if not isinstance(spec, Spec):
             spec = load_spec(spec if isinstance(spec, dict) else os.fspath(spec))
         derivation = derive(spec)
+    if notation == "seed002":
+        from ..derivation.nodes import trace_nodes
+
+        trace_nodes(derivation)
     dtype = np.dtype(dtype).name
     tol = TOLERANCE[dtype]
     if spec.optimizer.name == "newton" and spec.n_params <= NEWTON_EXACT_MAX:

@@ -212,6 +212,10 @@ class Run(Derivatives):
             return UFUNCS[e.func](*args)
         fn = self.b.function(e.func.__name__)
         if fn is not None:
+            branch = getattr(fn, "branch", None)  # a piecewise function: its kinks count too
+            which = branch(*args) if branch is not None else None
+            if which is not None:
+                self.kinks.append(np.asarray(which).tobytes())
             return fn(*args)
         if isinstance(e.func, sp.core.function.UndefinedFunction):
             raise NotEvaluable(f"no definition of the function {e.func.__name__}")

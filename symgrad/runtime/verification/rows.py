@@ -16,6 +16,7 @@ import numpy as np
 import sympy as sp
 
 from ...derivation import notation as nt
+from ...derivation.nodes import SECTIONS as NODE_SECTIONS
 from ..evaluate import (
     IndexEvaluator,
     MatrixEvaluator,
@@ -38,6 +39,10 @@ def rows_of(ctx: Context, eq) -> list[Row]:
     """The rows of one equation (a definition, its update row, or its index/matrix forms)."""
     if getattr(eq, "section", "") == "Notation":
         return [Row(eq.key, "definition", "definition", note="notation")]
+    if getattr(eq, "section", "") in NODE_SECTIONS:
+        from .nodes import node_rows
+
+        return node_rows(ctx, eq)
     defined = [n for n, e in ctx.defined.items() if e is eq]
     if defined:
         note = f"defines {defined[0]}; checked where it is used"
