@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from symgrad import derive, load_spec, optimizers
 from symgrad.cli import main
+from symgrad.derivation.laplace import SECTION as LAPLACE
 from symgrad.runtime.verify import TOLERANCE, verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,10 @@ def stand_in(path: Path) -> dict:
 def test_a_stand_in_of_every_big_example_verifies(path):
     spec = load_spec(stand_in(path))
     full = derive(load_spec(path))
-    assert derive(spec).keys == full.keys  # the same equations, on narrower layers
+    # the same equations, on narrower layers (but the dense Laplace section, printed up to
+    # laplace.MAX_PARAMS parameters)
+    small = [e.key for e in derive(spec).equations if e.section != LAPLACE]
+    assert small == full.keys
     report = verify(spec)
     assert report.ok, report.table()
     assert report.max_error <= TOLERANCE["float64"]

@@ -17,6 +17,7 @@ from .cost import (
 from .dense import Dense
 from .graph import graph_layers
 from .ir import Derivation
+from .laplace import build_laplace, build_structured
 from .second_order import (
     build_blocks,
     build_closed_form,
@@ -64,6 +65,8 @@ def build(d: Derivation) -> None:
     d.alias("rop.forward", "rop.forward.1")
     d.alias("rop.backward", "rop.out")
     d.alias("rop.grad", "rop.grad.b.1" if d.layers[0].bias else "rop.grad.W.1")
+    build_structured(d)  # K-FAC factors and the Gauss-Newton diagonal (curvature tools' models)
+    build_laplace(d)  # uncertainty, for the small models among those
     build_update(d)  # the chosen optimiser's step (Newton's method only for "newton")
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import sympy as sp
 
 from ...derivation import notation as nt
+from ...derivation.laplace import SECTION as LAPLACE_SECTION
+from ...derivation.laplace import STRUCTURED
 from ...derivation.nodes import SECTIONS as NODE_SECTIONS
 from ..evaluate import (
     IndexEvaluator,
@@ -43,6 +45,14 @@ def rows_of(ctx: Context, eq) -> list[Row]:
         from .nodes import node_rows
 
         return node_rows(ctx, eq)
+    if getattr(eq, "section", "") == LAPLACE_SECTION:
+        from .laplace import laplace_rows
+
+        return laplace_rows(ctx, eq)
+    if getattr(eq, "section", "") == STRUCTURED:
+        from .laplace import structured_rows
+
+        return structured_rows(ctx, eq)
     defined = [n for n, e in ctx.defined.items() if e is eq]
     if defined:
         note = f"defines {defined[0]}; checked where it is used"
