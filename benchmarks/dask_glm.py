@@ -16,6 +16,9 @@ reaches is then measured by one common evaluator over the chunks and reported):
 
 - symgrad Newton (cluster): ``fit(..., method="newton", tol=gtol)``: stops once
   max |grad C| <= gtol, C the mean log loss (damping 0, step 1);
+- symgrad L-BFGS (cluster): ``fit(..., method="lbfgs", tol=gtol)``: SciPy's L-BFGS-B on the
+  client with ``gtol`` (max |grad C| <= gtol, C the mean log loss), each value and gradient one
+  round of sums over the cluster;
 - symgrad Newton (one process): the generated trainer's ``newton_direction`` on the in-memory
   array, the same rule, no Dask;
 - dask-glm ``newton``: stops once max |beta_k - beta_{k-1}| <= gtol (its only rule);
@@ -128,14 +131,15 @@ def grad_norm(X, y, w: np.ndarray, b: float) -> float:
 # -- the contestants ------------------------------------------------------------------------------
 
 
-def run_symgrad(client, X, Y, features, gtol):
+def run_symgrad(client, X, Y, features, gtol, method="newton"):
     from symgrad import load_spec, load_trainer
     from symgrad.runtime.cluster import fit
 
     model = load_trainer(load_spec(spec(features)))
     model.set_flat(np.zeros(features + 1))
     t = time.perf_counter()
-    result = fit(model, X, Y, method="newton", client=client, iterations=100, tol=gtol)
+    iterations = 100 if method == "newton" else 1000
+    result = fit(model, X, Y, method=method, client=client, iterations=iterations, tol=gtol)
     seconds = time.perf_counter() - t
     theta = model.get_flat()
     return seconds, result.iterations, theta[:-1], theta[-1], result
@@ -305,6 +309,10 @@ def main(argv=None) -> int:
                     "symgrad newton (cluster)", lambda: run_symgrad(client, X, Y, d, args.gtol)
                 )
                 info[f"symgrad_iteration_seconds_{workers}w"] = result.history["seconds"]
+                measure(
+                    "symgrad lbfgs (cluster)",
+                    lambda: run_symgrad(client, X, Y, d, args.gtol, method="lbfgs"),
+                )
                 measure("dask-glm newton", lambda: run_dask_glm("newton", X1, y, args.gtol))
                 measure("dask-glm lbfgs", lambda: run_dask_glm("lbfgs", X1, y, args.gtol))
                 if workers == args.workers[0]:

@@ -475,7 +475,7 @@ class CustomSwish:
                 if track:
                     a_2_rows[lo : lo + m] = a_2
                 backward(x, Y)
-                # (34)-(35) RMSProp
+                # (50)-(51) RMSProp
                 np.multiply(opt_sq, 0.9, opt_sq)
                 np.multiply(grad, grad, work_0)
                 np.multiply(work_0, 0.1, work_0)

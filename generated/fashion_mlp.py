@@ -471,7 +471,7 @@ class FashionMlp:
                 backward(x, Y)
                 state["t"] += 1
                 t = state["t"]
-                # (44)-(46) Adam
+                # (62)-(64) Adam
                 np.multiply(opt_m, 0.9, opt_m)
                 np.multiply(grad, 0.1, work_0)
                 np.add(opt_m, work_0, opt_m)

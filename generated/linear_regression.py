@@ -344,7 +344,7 @@ class LinearRegression:
                 if track:
                     a_1_rows[lo : lo + m] = a_1
                 backward(x, Y)
-                # (21) full-batch gradient descent
+                # (34) full-batch gradient descent
                 np.subtract(store, grad, store)
 
         return run

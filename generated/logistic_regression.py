@@ -356,8 +356,10 @@ class LogisticRegression:
 
     # -- training ----------------------------------------------------------------------------
     def newton_direction(self, X, Y, grad=None, damping=0.0001, n=None):
-        """Solve (H + damping I) p = grad (26) up to NEWTON_EXACT_MAX parameters, by
-        conjugate gradients (29) on Hessian-vector products above.
+        """Solve (H + damping I) p = grad (42) up to NEWTON_EXACT_MAX parameters, by
+        conjugate gradients (45) on Hessian-vector products above. Where H + damping I
+        is not positive definite the exact solve raises the damping until it is
+        (41), so p descends (p @ grad > 0).
 
         Public parameter order; ``theta - learning_rate * p`` is the Newton step; ``grad``
         defaults to the gradient, and the regulariser uses N = ``n`` (default: the samples of X).
@@ -369,13 +371,20 @@ class LogisticRegression:
             grad = self._public(self._gradient(X, Y, n))
         if N_PARAMS <= NEWTON_EXACT_MAX:
             H = self._hessian(X, Y, n)
-            H[np.diag_indices_from(H)] += damping
-            try:
+            diagonal = H.diagonal().copy()
+            scale = float(np.abs(diagonal).max()) or 1.0
+            shift = damping
+            for _ in range(400):  # 10x each time: any finite H is reached well before
+                H[np.diag_indices_from(H)] = diagonal + shift
+                try:
+                    np.linalg.cholesky(H)  # H + shift I positive definite: p descends
+                except np.linalg.LinAlgError:
+                    shift = 10 * max(shift, 1e-08 * scale)  # (41)
+                    continue
                 return np.linalg.solve(H, grad)
-            except np.linalg.LinAlgError:
-                return np.linalg.lstsq(H, grad, rcond=None)[0]
+            return grad.copy()  # no factor (NaN in H): the steepest descent direction
         # conjugate gradients on Hessian-vector products; stops where H + damping I is not
-        # positive definite along the search direction
+        # positive definite along the search direction (p = grad when that happens at once)
         p = np.zeros_like(grad)
         r = grad.copy()
         d = r.copy()
@@ -385,6 +394,8 @@ class LogisticRegression:
             Hd = self._rop(X, Y, d[:, None], False, n)[:, 0] + damping * d
             dHd = float(d @ Hd)
             if dHd <= 0:
+                if not p.any():
+                    p = grad.copy()
                 break
             step = rr / dHd
             p += step * d
@@ -431,7 +442,7 @@ class LogisticRegression:
                     a_1_rows[lo : lo + m] = a_1
                 grad = self._gradient(x, Y, n)
                 p = self.newton_direction(x, Y, self._public(grad), n=n)[_PUBLIC]
-                # (25) damped Newton's method
+                # (40) damped Newton's method
                 np.multiply(p, lr, work_0)
                 np.subtract(store, work_0, store)
 

@@ -495,7 +495,7 @@ class MlpDigits:
                 # (27) the regulariser's gradient
                 np.multiply(c_0, store, work_0)
                 np.add(grad, work_0, grad)
-                # (49)-(51) Adam
+                # (67)-(69) Adam
                 np.multiply(opt_m, 0.9, opt_m)
                 np.multiply(grad, 0.1, work_0)
                 np.add(opt_m, work_0, opt_m)

@@ -459,7 +459,7 @@ class MnistTextbook:
                 if track:
                     a_2_rows[lo : lo + m] = a_2
                 backward(x, Y)
-                # (32) mini-batch stochastic gradient descent
+                # (44) mini-batch stochastic gradient descent
                 np.subtract(store, grad, store)
 
         return run

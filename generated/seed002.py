@@ -452,7 +452,7 @@ class Seed002:
                 if track:
                     a_3_rows[lo : lo + m] = a_3
                 backward(x, Y)
-                # (42) mini-batch stochastic gradient descent
+                # (64) mini-batch stochastic gradient descent
                 np.subtract(store, grad, store)
 
         return run

@@ -385,7 +385,7 @@ class SoftmaxIris:
                     z_1_rows[lo : lo + m] = z_1
                     a_1_rows[lo : lo + m] = a_1
                 backward(x, Y)
-                # (23) full-batch gradient descent
+                # (35) full-batch gradient descent
                 np.subtract(store, grad, store)
 
         return run

@@ -461,7 +461,7 @@ class Xor:
                 if track:
                     a_2_rows[lo : lo + m] = a_2
                 backward(x, Y)
-                # (32) full-batch gradient descent
+                # (48) full-batch gradient descent
                 np.subtract(store, grad, store)
 
         return run
