@@ -32,17 +32,7 @@ def build(d: Derivation) -> None:
     if d.graph:
         return _build_graph(d)
     layers = [Dense(layer, layer.index == d.depth) for layer in d.layers]
-    build_cost(d)
-    for layer in layers:
-        layer.forward(d)
-    users: dict[tuple, list[int]] = {}
-    for layer in layers:
-        users.setdefault((layer.act.name, layer.act.f), []).append(layer.index)
-    for layer in layers:
-        same = users[(layer.act.name, layer.act.f)]
-        first = same[0]
-        layer.activation(d, None if first == layer.index else first, tuple(same))
-    build_output_delta(d)
+    _forward_and_output(d, layers)
     for upper in reversed(layers[1:]):
         upper.backprop(d, d.layers[upper.index - 2])
     for layer in layers:
@@ -70,12 +60,9 @@ def build(d: Derivation) -> None:
     build_update(d)  # the chosen optimiser's step (Newton's method only for "newton")
 
 
-def _build_graph(d: Derivation) -> None:
-    """A network with skip connections (:mod:`.graph`): each layer's input merges its sources,
-    each hidden layer's delta sums over the layers that read it; the exact Hessian and
-    Gauss-Newton matrix are the R-operator's (no block or closed form)."""
-    layers = graph_layers(d)
-    by_index = {layer.index: layer for layer in layers}
+def _forward_and_output(d: Derivation, layers) -> None:
+    """The cost, each layer's forward pass and activation (an activation shared by several
+    layers is derived once and cited by the others), and the output delta."""
     build_cost(d)
     for layer in layers:
         layer.forward(d)
@@ -87,6 +74,15 @@ def _build_graph(d: Derivation) -> None:
         first = same[0]
         layer.activation(d, None if first == layer.index else first, tuple(same))
     build_output_delta(d)
+
+
+def _build_graph(d: Derivation) -> None:
+    """A network with skip connections (:mod:`.graph`): each layer's input merges its sources,
+    each hidden layer's delta sums over the layers that read it; the exact Hessian and
+    Gauss-Newton matrix are the R-operator's (no block or closed form)."""
+    layers = graph_layers(d)
+    by_index = {layer.index: layer for layer in layers}
+    _forward_and_output(d, layers)
     for layer in reversed(layers[:-1]):
         layer.backprop_graph(d, by_index)
     for layer in layers:
