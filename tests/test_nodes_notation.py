@@ -22,12 +22,20 @@ from symgrad.derivation.nodes import BACKWARD, FORWARD, E, NodeNotationError, tr
 from symgrad.printers.render import render
 
 SEED002 = "examples/seed002_nodes.yaml"
-S = {name: sp.Symbol(name, real=True) for name in "W_12 W_13 W_24 W_25 W_34 W_35 W_46 W_56".split()}
+
+
+def sym(name: str) -> sp.Symbol:
+    """The node symbol the article writes ``name`` (``W_46``, ``Y_5``: nodes below 10)."""
+    stem, digits = name.split("_")
+    return sp.Symbol(f"node_{stem}_{'_'.join(digits)}", real=True)
+
+
+S = {name: sym(name) for name in "W_12 W_13 W_24 W_25 W_34 W_35 W_46 W_56".split()}
 
 
 def _article_error():
     """E of the article's network through its six nodes, written by hand."""
-    x, T = sp.Symbol("x_1", real=True), sp.Symbol("T_6", real=True)
+    x, T = sym("x_1"), sym("T_6")
     relu = lambda v: sp.Piecewise((v, v > 0), (0, True))  # noqa: E731
     Y1 = x
     Y2, Y3 = relu(S["W_12"] * Y1), relu(S["W_13"] * Y1)
@@ -47,16 +55,14 @@ def test_the_article_trace_node_by_node(traced):
     node_keys = [k for k in keys if k.startswith("node.")]
     assert keys[: len(node_keys)] == node_keys  # first, then the general rule
     eq = traced.equation
-    d = lambda f, v: sp.Derivative(f, sp.Symbol(v, real=True), evaluate=False)  # noqa: E731
+    d = lambda f, v: sp.Derivative(f, sym(v), evaluate=False)  # noqa: E731
     # seed 002's traced equations: dE/dY_4 = W_46 dE/dX_6, dE/dW_56 = Y_5 dE/dX_6, and the sum
     # over both downstream nodes for node 2
     assert eq("node.dY.4").rhs == S["W_46"] * d(E, "X_6")
-    assert eq("node.dW.5.6").rhs == sp.Symbol("Y_5", real=True) * d(E, "X_6")
+    assert eq("node.dW.5.6").rhs == sym("Y_5") * d(E, "X_6")
     assert eq("node.dY.2").rhs == S["W_24"] * d(E, "X_4") + S["W_25"] * d(E, "X_5")
-    assert eq("node.X.4").rhs == S["W_24"] * sp.Symbol("Y_2", real=True) + S["W_34"] * sp.Symbol(
-        "Y_3", real=True
-    )
-    Y6 = sp.Symbol("Y_6", real=True)
+    assert eq("node.X.4").rhs == S["W_24"] * sym("Y_2") + S["W_34"] * sym("Y_3")
+    Y6 = sym("Y_6")
     assert sp.simplify(eq("node.dX.6").rhs - d(E, "Y_6") * Y6 * (1 - Y6)) == 0
     # one equation per edge, no bias equation (the article's network has none)
     assert sum(k.startswith("node.dW.") for k in keys) == 8
@@ -169,6 +175,15 @@ def test_biases_and_a_second_network():
 
 
 def test_printed_forms(traced):
+    # a 46-layer network registers the display of its weight matrices W_1 ... W_46 (W^{(46)});
+    # the node symbols keep theirs
+    deep = {
+        "name": "deep46",
+        "inputs": 1,
+        "layers": [{"units": 1, "activation": "tanh"}] * 46,
+        "loss": "mse",
+    }
+    derive(load_spec(deep))
     latex = render(traced, "latex")
     assert r"\frac{\partial E}{\partial W_{46}}" in latex
     assert "Node by node (seed 002's notation): backpropagation" in latex

@@ -20,6 +20,7 @@ import sympy as sp
 
 from .. import calculus as C
 from ..errors import SymgradError
+from . import notation as nt
 from .ir import Derivation, Equation
 
 #: sections of the node-by-node equations
@@ -29,7 +30,8 @@ SECTIONS = (FORWARD, BACKWARD)
 #: the most nodes (inputs included) traced one equation each
 MAX_NODES = 16
 
-E = sp.Symbol("E", real=True)  # the error of one sample
+E = sp.Symbol("node_E", real=True)  # the error of one sample
+nt._register("node_E", "E", "E")
 
 
 class NodeNotationError(SymgradError):
@@ -47,8 +49,15 @@ def numbering(sizes: list[int]) -> list[list[int]]:
 
 
 def _name(stem: str, *ids: int, total: int) -> sp.Symbol:
+    """The node symbol ``stem`` with subscript ``ids`` (``W_46``; ``W_{10,11}`` from 10 nodes).
+
+    Its SymPy name is private (``node_W_4_6``) and its display registered: a plain ``W_46`` would
+    take the display of the 46th layer's weight matrix once a network that deep was derived."""
     sep = "" if total < 10 else ","
-    return sp.Symbol(f"{stem}_{sep.join(str(i) for i in ids)}", real=True)
+    text = sep.join(str(i) for i in ids)
+    name = f"node_{stem}_{'_'.join(str(i) for i in ids)}"
+    nt._register(name, f"{stem}_{{{text}}}", stem + nt.sub(text.replace(",", "")))
+    return sp.Symbol(name, real=True)
 
 
 class Nodes:
