@@ -480,10 +480,8 @@ def test_the_residual_example_trains():
 
 
 def test_numba_and_the_curvature_tools_refuse_skip_connections_in_one_line():
-    from symgrad.codegen.numba_backend import numba_source
+    from symgrad.codegen.numba_backend import Unsupported, _check, numba_source
     from symgrad.runtime.curvature import Network
-
-    from symgrad.codegen.numba_backend import Unsupported, _check
 
     spec = load_spec(RESIDUAL)
     with pytest.raises(Unsupported, match="skip connections"):
