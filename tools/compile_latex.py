@@ -1,4 +1,4 @@
-"""Compile each spec's standalone derivation with pdflatex; fail on an error or an overfull box > 10pt.
+"""Compile each spec's standalone derivation with pdflatex; fail on an error or a wide box.
 
 Usage: python tools/compile_latex.py examples/*.yaml
 """
