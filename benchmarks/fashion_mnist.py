@@ -14,8 +14,12 @@ same hidden layers for the same number of epochs:
 * strong: ``examples/fashion_mlp.yaml``, [784, 256, 128, 10] relu/softmax, cross-entropy, Adam
   (lr 1e-3, mini-batch 128, float32); scikit-learn: ``(256, 128)``, relu, adam, lr 1e-3,
   mini-batch 128.
+* residual (symgrad only, compared with scikit-learn's strong row of the same run):
+  ``examples/fashion_residual.yaml``, a 256-unit stem, one residual block added back to it, the
+  softmax output; xavier initialisation, L2 lambda = 6, Adam lr 1e-3, mini-batch 128, float32.
 
-No L2 penalty on either side, no early stopping; the data are the Debian package
+No L2 penalty on either side of textbook and strong (the residual spec has its own), no early
+stopping; the data are the Debian package
 ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), pixels scaled to [0, 1].
 Times are wall-clock seconds of training only (symgrad's trainer generation is listed apart).
 Prints a Markdown table and writes it to ``benchmarks/results/fashion_mnist.md``.
@@ -58,6 +62,12 @@ NETWORKS = {
             "learning_rate_init": 1e-3, "batch_size": 128,
         },
         "sklearn_note": "(256, 128) relu, adam lr 1e-3, batch 128",
+    },
+    # issue 12: a residual MLP against scikit-learn's best configuration above (the "strong"
+    # row of the same run; run with --networks strong residual)
+    "residual": {
+        "spec": ROOT / "examples" / "fashion_residual.yaml",
+        "sklearn": None,
     },
 }
 
@@ -131,14 +141,14 @@ def main(argv=None) -> int:
     for name in args.networks:
         net = NETWORKS[name]
         spec = symgrad.load_spec(net["spec"])
-        epochs = getattr(args, f"epochs_{name}") or args.epochs or spec.optimizer.epochs
+        epochs = getattr(args, f"epochs_{name}", None) or args.epochs or spec.optimizer.epochs
         train, test = _load(spec, args.limit)
         n_train, n_test = len(train.X), len(test.X)
         acc, secs, gen = run_symgrad(spec, train, test, epochs)
         rows.append((f"symgrad {name}", f"{spec.sizes}, {spec.dtype}", epochs, acc, secs,
                      f"trainer generated in {gen:.2f}s"))
         print(f"symgrad {name}: accuracy {acc:.4f}, {secs:.1f}s", flush=True)
-        if with_sklearn:
+        if with_sklearn and net["sklearn"] is not None:
             acc, secs = run_sklearn(net["sklearn"], train, test, epochs)
             rows.append((f"sklearn MLPClassifier {name}", net["sklearn_note"], epochs, acc, secs,
                          f"{np.dtype(spec.dtype)} input"))
