@@ -32,7 +32,7 @@ REGULARISERS = {"none": {}, "l2": {"l2": 0.3}, "l1": {"l1": 0.2}, "both": {"l2":
 #: The two 784-input examples take 5-20 s each to verify: in full with ``-m slow``; by default,
 #: a stand-in with the same layers, activations, loss, optimiser, initialisation and dtype on
 #: narrower widths (the derivation's equations do not depend on the widths).
-BIG = {"fashion_mlp", "mnist_textbook"}
+BIG = {"fashion_mlp", "mnist_textbook", "fashion_residual"}
 
 
 def _example(path: Path) -> None:
