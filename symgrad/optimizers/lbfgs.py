@@ -4,8 +4,9 @@ Each batch takes one iteration: the direction p = -H_k g by the two-loop recursi
 kept (initial scaling gamma = s^T y / y^T y of the newest pair; p = -g when none is kept), a step
 length alpha satisfying the strong Wolfe conditions on the batch cost, theta <- theta + alpha p,
 then the pair s = alpha p, y = g(theta + alpha p) - g(theta) (both gradients on the same batch) is
-kept unless s^T y <= eps |s| |y|. Pairs are kept across batches and epochs (a ring of
-``optimizer.history`` pairs, saved with checkpoints); the derivation prints the equations
+kept unless s^T y <= eps |s| |y|. Pairs are kept across batches, epochs and ``fit`` calls (a
+ring of ``optimizer.history`` pairs, in memory only: a new trainer, ``load`` or ``--resume``
+starts a new history); the derivation prints the equations
 (:mod:`symgrad.derivation.newton`, keys ``lbfgs*``).
 """
 
