@@ -507,3 +507,22 @@ def test_float32_trainer_runs_every_method():
     H = model.hessian(X, Y)
     assert H.dtype == np.float32 and rel_err(H, ref.hessian(X, Y)) < 1e-3
     assert model.gauss_newton(X, Y).dtype == np.float32
+
+
+def test_draw_shows_each_skip_connection():
+    """``symgrad draw``: a skip net is drawn as layer boxes with one arc per skip connection,
+    labelled by its merge (the node drawing is for chains, even for a net this small)."""
+    import xml.etree.ElementTree as ET
+
+    from symgrad.printers.svg import network_svg
+
+    ns = "{http://www.w3.org/2000/svg}"
+    for raw, count in ((RESIDUAL, 2), (CONCAT, 5)):
+        spec = load_spec(raw)
+        root = ET.fromstring(network_svg(spec))
+        skips = [p for p in root.iter(f"{ns}path") if "sg-skip" in p.get("class", "")]
+        want = [(s, l) for l, srcs in enumerate(spec.sources, 1) for s in srcs if s != l - 1]
+        assert len(skips) == len(want) == count
+        assert not any("sg-node" in (c.get("class") or "") for c in root.iter(f"{ns}circle"))
+    tips = sorted(p.find(f"{ns}title").text for p in skips)
+    assert "skip connection: layer 4 reads layer 1 (merge: concat)" in tips

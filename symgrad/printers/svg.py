@@ -72,8 +72,9 @@ def node_numbers(sizes: list[int]) -> list[list[int]]:
 
 
 def network_svg(spec: Spec, id_prefix: str = "net") -> str:
-    """The network of ``spec`` as an SVG document (a string); see the module docstring."""
-    if is_small(spec):
+    """The network of ``spec`` as an SVG document (a string); see the module docstring. A
+    network with skip connections is drawn as layer boxes, each skip an arc under them."""
+    if is_small(spec) and not spec.is_graph:
         return _nodes_svg(spec, id_prefix)
     return _boxes_svg(spec, id_prefix)
 
@@ -174,8 +175,15 @@ def _boxes_svg(spec: Spec, id_prefix: str) -> str:
         frac = math.log1p(n) / math.log1p(biggest) if biggest > 1 else 1.0
         return min_h + (max_h - min_h) * frac
 
+    # skip connections: (source, layer) pairs other than the layer below, one arc each
+    skips = [
+        (src, l)
+        for l, sources in enumerate(spec.sources, start=1)
+        for src in sources
+        if src != l - 1
+    ]
     width = left * 2 + box_w * len(sizes) + gap * (len(sizes) - 1)
-    height = top + max_h + 50.0
+    height = top + max_h + 50.0 + (28.0 + 22.0 * len(skips) if skips else 0.0)
     mid = top + max_h / 2
     out = _svg_open(width, height, id_prefix, _title(spec))
     out.append(
@@ -199,17 +207,35 @@ def _boxes_svg(spec: Spec, id_prefix: str) -> str:
         out.append(
             f'<text class="sg-t" x="{_num(x + box_w / 2)}" y="{_num(top - 14)}">{_e(role)}</text>'
         )
-        if l:
+        if l and l - 1 in spec.sources[l - 1]:
             x0 = x - gap
             out.append(
                 f'<line class="sg-edge" x1="{_num(x0 + 4)}" y1="{_num(mid)}" x2="{_num(x - 4)}" '
                 f'y2="{_num(mid)}" marker-end="url(#{_e(id_prefix)}-arrow)"/>'
             )
-            label = f"W{f'({l})'.translate(_SUP)} {sizes[l]}×{sizes[l - 1]}"
+        if l:
+            x0 = x - gap
+            label = f"W{f'({l})'.translate(_SUP)} {sizes[l]}×{spec.fan_ins[l - 1]}"
             out.append(
                 f'<text class="sg-w" x="{_num(x0 + gap / 2)}" y="{_num(mid - 8)}">'
                 f"{_e(label)}</text>"
             )
+    for k, (src, l) in enumerate(skips):  # under the boxes, deeper for each further arc
+        merge = spec.layers[l - 1].merge
+        x1 = left + src * (box_w + gap) + box_w / 2
+        x2 = left + l * (box_w + gap) + box_w / 2
+        y1, y2 = mid + box_h(sizes[src]) / 2, mid + box_h(sizes[l]) / 2
+        low = top + max_h + 24.0 + 22.0 * k
+        name = "input" if src == 0 else f"layer {src}"
+        tip = f"skip connection: layer {l} reads {name} (merge: {merge})"
+        out.append(
+            f'<path class="sg-edge sg-skip" d="M{_num(x1)},{_num(y1 + 4)} '
+            f'C{_num(x1)},{_num(low)} {_num(x2)},{_num(low)} {_num(x2)},{_num(y2 + 4)}" '
+            f'fill="none" marker-end="url(#{_e(id_prefix)}-arrow)"><title>{_e(tip)}</title></path>'
+        )
+        out.append(
+            f'<text class="sg-w" x="{_num((x1 + x2) / 2)}" y="{_num(low - 4)}">{_e(merge)}</text>'
+        )
     out.append(
         f'<text class="sg-s" x="{_num(width / 2)}" y="{_num(height - 12)}">'
         f"{_e(f'{spec.n_params:,} parameters')}</text>"
