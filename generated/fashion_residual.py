@@ -959,7 +959,7 @@ class FashionResidual:
 
 
 #: The network drawn from the spec by symgrad (``symgrad draw``), returned by ``_repr_svg_``.
-_NETWORK_SVG = """<svg xmlns="http://www.w3.org/2000/svg" id="fashion_residual-net" class="sg-network" width="1006" height="290" viewBox="0 0 1006 290" role="img" aria-labelledby="fashion_residual-net-title">
+_NETWORK_SVG = """<svg xmlns="http://www.w3.org/2000/svg" id="fashion_residual-net" class="sg-network" width="1006" height="340" viewBox="0 0 1006 340" role="img" aria-labelledby="fashion_residual-net-title">
 <title id="fashion_residual-net-title">The fashion_residual network: 784-256-256-256-10 (relu, relu, relu, softmax)</title>
 <style>.sg-node{fill:#fff;stroke:#334;stroke-width:1.5}.sg-in{fill:#eef4ff}.sg-out{fill:#fff4e8}.sg-edge{stroke:#8892a6;stroke-width:1}.sg-box{fill:#f6f7fb;stroke:#334;stroke-width:1.5}.sg-t{font:13px sans-serif;fill:#223;text-anchor:middle}.sg-s{font:11px sans-serif;fill:#445;text-anchor:middle}.sg-w{font:11px sans-serif;fill:#1f4e9c;text-anchor:middle;paint-order:stroke;stroke:#fff;stroke-width:3px}</style>
 <defs><marker id="fashion_residual-net-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#556"/></marker></defs>
@@ -991,6 +991,8 @@ _NETWORK_SVG = """<svg xmlns="http://www.w3.org/2000/svg" id="fashion_residual-n
 <text class="sg-t" x="931" y="26">output</text>
 <line class="sg-edge" x1="776" y1="140" x2="872" y2="140" marker-end="url(#fashion_residual-net-arrow)"/>
 <text class="sg-w" x="824" y="132">W\u207d\u2074\u207e 10\u00d7256</text>
-<text class="sg-s" x="503" y="278">335,114 parameters</text>
+<path class="sg-edge sg-skip" d="M289,230.3 C289,264 717,264 717,230.3" fill="none" marker-end="url(#fashion_residual-net-arrow)"><title>skip connection: layer 3 reads layer 1 (merge: add)</title></path>
+<text class="sg-w" x="503" y="260">add</text>
+<text class="sg-s" x="503" y="328">335,114 parameters</text>
 </svg>
 """

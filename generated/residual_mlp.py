@@ -1110,7 +1110,7 @@ class ResidualMlp:
 
 
 #: The network drawn from the spec by symgrad (``symgrad draw``), returned by ``_repr_svg_``.
-_NETWORK_SVG = """<svg xmlns="http://www.w3.org/2000/svg" id="residual_mlp-net" class="sg-network" width="1434" height="290" viewBox="0 0 1434 290" role="img" aria-labelledby="residual_mlp-net-title">
+_NETWORK_SVG = """<svg xmlns="http://www.w3.org/2000/svg" id="residual_mlp-net" class="sg-network" width="1434" height="384" viewBox="0 0 1434 384" role="img" aria-labelledby="residual_mlp-net-title">
 <title id="residual_mlp-net-title">The residual_mlp network: 64-32-32-32-32-32-10 (tanh, relu, tanh, relu, tanh, softmax)</title>
 <style>.sg-node{fill:#fff;stroke:#334;stroke-width:1.5}.sg-in{fill:#eef4ff}.sg-out{fill:#fff4e8}.sg-edge{stroke:#8892a6;stroke-width:1}.sg-box{fill:#f6f7fb;stroke:#334;stroke-width:1.5}.sg-t{font:13px sans-serif;fill:#223;text-anchor:middle}.sg-s{font:11px sans-serif;fill:#445;text-anchor:middle}.sg-w{font:11px sans-serif;fill:#1f4e9c;text-anchor:middle;paint-order:stroke;stroke:#fff;stroke-width:3px}</style>
 <defs><marker id="residual_mlp-net-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#556"/></marker></defs>
@@ -1153,7 +1153,13 @@ _NETWORK_SVG = """<svg xmlns="http://www.w3.org/2000/svg" id="residual_mlp-net" 
 <text class="sg-s" x="1359" y="154">softmax</text>
 <text class="sg-t" x="1359" y="26">output</text>
 <line class="sg-edge" x1="1204" y1="140" x2="1300" y2="140" marker-end="url(#residual_mlp-net-arrow)"/>
-<text class="sg-w" x="1252" y="132">W\u207d\u2076\u207e 10\u00d732</text>
-<text class="sg-s" x="717" y="278">6,954 parameters</text>
+<text class="sg-w" x="1252" y="132">W\u207d\u2076\u207e 10\u00d764</text>
+<path class="sg-edge sg-skip" d="M289,230.7 C289,264 717,264 717,230.7" fill="none" marker-end="url(#residual_mlp-net-arrow)"><title>skip connection: layer 3 reads layer 1 (merge: add)</title></path>
+<text class="sg-w" x="503" y="260">add</text>
+<path class="sg-edge sg-skip" d="M717,230.7 C717,286 1145,286 1145,230.7" fill="none" marker-end="url(#residual_mlp-net-arrow)"><title>skip connection: layer 5 reads layer 3 (merge: add)</title></path>
+<text class="sg-w" x="931" y="282">add</text>
+<path class="sg-edge sg-skip" d="M289,230.7 C289,308 1359,308 1359,209.1" fill="none" marker-end="url(#residual_mlp-net-arrow)"><title>skip connection: layer 6 reads layer 1 (merge: concat)</title></path>
+<text class="sg-w" x="824" y="304">concat</text>
+<text class="sg-s" x="717" y="372">6,954 parameters</text>
 </svg>
 """
