@@ -20,7 +20,9 @@ from conftest import make
 
 import symgrad
 from symgrad.codegen.generate import generate_with_citations
+from symgrad.derivation import lbfgs as dl
 from symgrad.derivation import newton as dn
+from symgrad.derivation import trust as dt
 from symgrad.printers.render import render
 from symgrad.runtime.curvature import scipy_objective
 from symgrad.runtime.verify import verify
@@ -225,11 +227,11 @@ def test_trust_ncg_radius_follows_the_printed_rule():
     radii = [entry[2] for entry in model.trust_region_log]
     assert radii == [0.02, 0.04, 0.04, 0.04]
     assert float(model._opt_state["radius"][0]) == 0.04
-    rule = dn.radius_rule()
-    values = {dn.Delta: 1.0, dn.Delta_max: 8.0}
-    assert float(rule.subs({**values, dn.rho_k: 0.1, dn.boundary: True})) == 0.25
-    assert float(rule.subs({**values, dn.rho_k: 0.9, dn.boundary: True})) == 2.0
-    assert float(rule.subs({**values, dn.rho_k: 0.9, dn.boundary: False})) == 1.0
+    rule = dt.radius_rule()
+    values = {dt.Delta: 1.0, dt.Delta_max: 8.0}
+    assert float(rule.subs({**values, dt.rho_k: 0.1, dt.boundary: True})) == 0.25
+    assert float(rule.subs({**values, dt.rho_k: 0.9, dt.boundary: True})) == 2.0
+    assert float(rule.subs({**values, dt.rho_k: 0.9, dt.boundary: False})) == 1.0
 
 
 def test_lbfgs_keeps_its_history_across_mini_batches():
@@ -407,15 +409,15 @@ TRUST_KEYS = [
 def test_the_derivation_prints_the_update_equations():
     d = symgrad.derive(symgrad.load_spec(logistic("lbfgs")))
     assert [k for k in d.keys if k.startswith("lbfgs")] == LBFGS_KEYS
-    s, y = dn.s_i, dn.y_i
+    s, y = dl.s_i, dl.y_i
     assert d.equation("lbfgs.rho").rhs == sp.Inverse(sp.MatMul(y.T, s))
     assert d.equation("lbfgs.gamma").rhs == sp.MatMul(
         sp.MatMul(s.T, y), sp.Inverse(sp.MatMul(y.T, y))
     )
-    assert d.equation("lbfgs.y").rhs == sp.MatAdd(dn.g_next, -symgrad.derivation.notation.g_v)
+    assert d.equation("lbfgs.y").rhs == sp.MatAdd(dl.g_next, -symgrad.derivation.notation.g_v)
     armijo, curvature = d.equation("lbfgs").kernel
-    assert armijo == sp.Le(dn.phi_a, dn.phi_0 + dn.c_1 * dn.alpha_k * dn.dphi_0)
-    assert curvature == sp.Le(sp.Abs(dn.dphi_a), dn.c_2 * sp.Abs(dn.dphi_0))
+    assert armijo == sp.Le(dl.phi_a, dl.phi_0 + dl.c_1 * dl.alpha_k * dl.dphi_0)
+    assert curvature == sp.Le(sp.Abs(dl.dphi_a), dl.c_2 * sp.Abs(dl.dphi_0))
     tex = render(d, "latex")
     assert r"\rho_i" in tex and r"\gamma_k" in tex and "strong Wolfe" in tex
     text = render(d, "text")
@@ -423,8 +425,8 @@ def test_the_derivation_prints_the_update_equations():
 
     d = symgrad.derive(symgrad.load_spec(logistic("trust_ncg")))
     assert [k for k in d.keys if k.startswith("trust")] == TRUST_KEYS
-    assert d.equation("trust.radius").rhs == dn.radius_rule()
-    assert d.equation("trust").kernel == sp.Gt(dn.rho_k, dn.eta_a)
+    assert d.equation("trust.radius").rhs == dt.radius_rule()
+    assert d.equation("trust").kernel == sp.Gt(dt.rho_k, dt.eta_a)
     tex = render(d, "latex")
     assert r"\Delta" in tex and "Steihaug" in tex
 
@@ -462,7 +464,7 @@ def test_verify_catches_a_wrong_two_loop_recursion(monkeypatch):
     def broken(spec):
         d = real(spec)
         eq = d.equation("lbfgs.q")
-        bad = dataclasses.replace(eq, rhs=sp.MatAdd(dn.q_v, dn.a_i * dn.y_i))
+        bad = dataclasses.replace(eq, rhs=sp.MatAdd(dl.q_v, dl.a_i * dl.y_i))
         d.equations[d.equations.index(eq)] = bad
         d._by_key["lbfgs.q"] = bad
         return d

@@ -7,7 +7,7 @@ then the pair s = alpha p, y = g(theta + alpha p) - g(theta) (both gradients on 
 kept unless s^T y <= eps |s| |y|. Pairs are kept across batches, epochs and ``fit`` calls (a
 ring of ``optimizer.history`` pairs, in memory only: a new trainer, ``load`` or ``--resume``
 starts a new history); the derivation prints the equations
-(:mod:`symgrad.derivation.newton`, keys ``lbfgs*``).
+(:mod:`symgrad.derivation.lbfgs`, keys ``lbfgs*``).
 """
 
 import sympy as sp

@@ -5,7 +5,7 @@ inside the radius Delta (conjugate gradients stopped at the boundary or at non-p
 curvature), the ratio rho of the actual to the predicted reduction decides whether the step is
 taken (rho > optimizer.accept) and how Delta changes (x 1/4 when rho < 1/4; x 2, up to
 optimizer.max_radius, when rho > 3/4 and p reached the boundary). The radius is saved with
-checkpoints; the derivation prints the equations (:mod:`symgrad.derivation.newton`, keys
+checkpoints; the derivation prints the equations (:mod:`symgrad.derivation.trust`, keys
 ``trust*``).
 """
 
