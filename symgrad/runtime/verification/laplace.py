@@ -49,7 +49,8 @@ class _Posterior:
         P = self.theta.size
         self.Iw = np.diag(ctx.weight_mask.astype(np.float64))
         self.H = np.asarray(model.hessian(self.X, self.Y), dtype=np.float64)
-        self.H_fd = ctx.fd_hessian(st)
+        # the reference's Hessian by differences, shared with the Hessian rows (their memo)
+        self.H_fd = ctx.hessian_matrix(ctx.base())
         summed = N * self.H - self.l2 * self.Iw
         low = float(np.linalg.eigvalsh((summed + summed.T) / 2)[0])
         # a prior that differs per parameter (a mix-up shows) and makes Lambda positive definite
