@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make, make_data, rel_err, spec_error
+from conftest import make, make_data, rel_err, spec_error, weight_mask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fd import fd_gradient, fd_hessian, randomize
@@ -330,9 +330,12 @@ def _torch_net(spec: dict, X, Y):
 @pytest.mark.oracle
 @pytest.mark.parametrize("net", NETS)
 def test_against_torch(net):
+    _agrees_with_torch(NETS[net], *_problem(NETS[net], seed=2), seed=0)
+
+
+def _agrees_with_torch(spec: dict, model, X, Y, seed: int) -> None:
+    """Loss, gradient, Hessian, hvp (a random v) and Gauss-Newton against PyTorch autograd."""
     torch = pytest.importorskip("torch")
-    spec = NETS[net]
-    model, X, Y = _problem(spec, seed=2)
     theta = model.get_flat()
     cost, logits = _torch_net(spec, torch.from_numpy(X), torch.from_numpy(Y))
     t = torch.from_numpy(theta.copy()).requires_grad_(True)
@@ -342,7 +345,7 @@ def test_against_torch(net):
     assert model.loss(X, Y) == pytest.approx(value.item(), rel=1e-12)
     assert rel_err(model.gradient_flat(X, Y), g.numpy()) < TOL
     assert rel_err(model.hessian(X, Y), H) < TOL
-    v = np.random.default_rng(0).standard_normal(theta.size)
+    v = np.random.default_rng(seed).standard_normal(theta.size)
     assert rel_err(model.hvp(X, Y, v), H @ v) < TOL
     assert rel_err(model.gauss_newton(X, Y), _torch_gauss_newton(spec, model, X, logits)) < TOL
 
@@ -372,12 +375,8 @@ def _torch_gauss_newton(spec: dict, model, X, logits) -> np.ndarray:
             s = (1 - np.tanh(z) ** 2) ** 2
         S = np.stack([np.diag(r) for r in s])
     G = np.einsum("xkp,xkq,xqr->pr", J, S, J) / n
-    mask = np.zeros(theta.size)
-    offset = 0
-    for name, view in model.params().items():
-        mask[offset : offset + view.size] = name.startswith("W_")
-        offset += view.size
-    G[np.diag_indices_from(G)] += spec.get("regularization", {}).get("l2", 0.0) / n * mask
+    l2 = spec.get("regularization", {}).get("l2", 0.0)
+    G[np.diag_indices_from(G)] += l2 / n * weight_mask(model)
     return G
 
 
@@ -386,20 +385,7 @@ def _torch_gauss_newton(spec: dict, model, X, logits) -> np.ndarray:
 @given(spec=graphs(hidden=HIDDEN + ["relu", "leaky_relu"]), seed=st.integers(0, 3))
 def test_random_graphs_against_torch(spec, seed):
     """Loss, gradient, Hessian, hvp and Gauss-Newton of random graphs against PyTorch."""
-    torch = pytest.importorskip("torch")
-    model, X, Y = _problem(spec, seed=seed, n=5)
-    theta = model.get_flat()
-    cost, logits = _torch_net(spec, torch.from_numpy(X), torch.from_numpy(Y))
-    t = torch.from_numpy(theta.copy()).requires_grad_(True)
-    value = cost(t)
-    (g,) = torch.autograd.grad(value, t)
-    H = torch.autograd.functional.hessian(cost, torch.from_numpy(theta.copy())).numpy()
-    assert model.loss(X, Y) == pytest.approx(value.item(), rel=1e-12)
-    assert rel_err(model.gradient_flat(X, Y), g.numpy()) < TOL
-    assert rel_err(model.hessian(X, Y), H) < TOL
-    v = np.random.default_rng(seed).standard_normal(theta.size)
-    assert rel_err(model.hvp(X, Y, v), H @ v) < TOL
-    assert rel_err(model.gauss_newton(X, Y), _torch_gauss_newton(spec, model, X, logits)) < TOL
+    _agrees_with_torch(spec, *_problem(spec, seed=seed, n=5), seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
