@@ -2,7 +2,8 @@
 
 At the verifier's random parameters and batch (N = m samples), with a prior precision delta that
 differs per parameter and makes Lambda positive definite, each equation's right side is
-evaluated from the trainer (``hessian``, ``_forward``, ``loss``) and finite differences, and
+evaluated from the trainer (``hessian``, ``loss``), the reference network and finite
+differences, and
 compared with :func:`symgrad.runtime.curvature.laplace` (structure ``full``):
 
 - ``laplace.precision``: N H - lambda_2 I_w + D_delta (H the trainer's Hessian, and also the
@@ -48,7 +49,7 @@ class _Posterior:
         self.theta = np.asarray(model.get_flat(), dtype=np.float64)
         P = self.theta.size
         self.Iw = np.diag(ctx.weight_mask.astype(np.float64))
-        self.H = np.asarray(model.hessian(self.X, self.Y), dtype=np.float64)
+        self.H = np.asarray(ctx.t_hessian(), dtype=np.float64)  # shared with the Hessian rows
         # the reference's Hessian by differences, shared with the Hessian rows (their memo)
         self.H_fd = ctx.hessian_matrix(ctx.base())
         summed = N * self.H - self.l2 * self.Iw
