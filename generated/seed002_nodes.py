@@ -3,13 +3,8 @@
 Do not edit: regenerate with `symgrad generate examples/seed002_nodes.yaml`. Equation numbers (N) refer to
 `symgrad derive examples/seed002_nodes.yaml`.
 
-Spec (sha256 77dad92ba6cd6313):
+Spec (sha256 8d25d09fca5c597e):
     name: seed002_nodes
-    inputs: 1
-    layers:
-    - {units: 2, activation: relu, alpha: null, bias: false}
-    - {units: 2, activation: relu, alpha: null, bias: false}
-    - {units: 1, activation: sigmoid, alpha: null, bias: false}
     loss: mse
     regularization: {l2: 0.0, l1: 0.0}
     optimizer: {name: sgd, learning_rate: 0.5, batch_size: 1, epochs: 200, momentum: 0.9,
@@ -21,6 +16,27 @@ Spec (sha256 77dad92ba6cd6313):
     task: null
     description: ''
     preprocess: {standardize: false}
+    graph:
+      inputs: [1]
+      nodes: {'2': relu, '3': relu, '4': relu, '5': relu, '6': sigmoid}
+      outputs: [6]
+      edges:
+      - [1, 2]
+      - [1, 3]
+      - [2, 4]
+      - [2, 5]
+      - [3, 4]
+      - [3, 5]
+      - [4, 6]
+      - [5, 6]
+      bias: false
+
+Nodes: the graph compiled into layers. Row u of W_l is the layer's u-th node, column c the c-th
+node it reads (W_l[u, c] is the article's W_ij, i the node read, j the node that reads it):
+    input: nodes 1
+    layer 1 (relu): nodes 2, 3; reads nodes 1
+    layer 2 (relu): nodes 4, 5; reads nodes 2, 3
+    layer 3 (sigmoid): nodes 6; reads nodes 4, 5
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ import zlib
 
 import numpy as np
 
-SPEC_SHA256 = "77dad92ba6cd6313ee2d1bb25c5961470f9271ada146dd774ca865e699cd3da5"
+SPEC_SHA256 = "8d25d09fca5c597ebac83d84e6f7bb1e4123409e0b9cedca85122182bf719669"
 SIZES = [1, 2, 2, 1]
 N_PARAMS = 8
 #: hessian() refuses above this many parameters (the matrix would need P * P floats); use hvp().

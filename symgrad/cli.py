@@ -96,17 +96,18 @@ def derive(
         str,
         typer.Option(
             "--notation",
-            help="symgrad, or seed002 (first the network traced node by node in seed 002's "
-            "letters: X_j, Y_j, W_ij, E; small dense networks).",
+            help="auto, symgrad, or seed002 (first the network traced node by node in seed "
+            "002's letters: X_j, Y_j, W_ij, E; small networks). auto: seed002 for a node graph "
+            "(graph: in the spec), symgrad otherwise.",
         ),
-    ] = "symgrad",
+    ] = "auto",
 ) -> None:
     """Print the derivation of the gradients and Hessians of SPEC."""
     from .runtime.bounded import NOTATIONS, derivation_text
 
     if notation not in NOTATIONS:
         _fail(f"--notation must be one of {', '.join(NOTATIONS)}, not {notation!r}")
-    if fmt is Format.html and notation != "symgrad":
+    if fmt is Format.html and notation == "seed002":
         _fail("--notation seed002 prints LaTeX, markdown or text, not --format html")
     if fmt is Format.html:
         from .printers.mathml import available
@@ -752,8 +753,9 @@ def verify(
     seed: Annotated[int, typer.Option("--seed", help="Seed of parameters, data, direction.")] = 0,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Samples of the random batch.")] = 5,
     notation: Annotated[
-        str, typer.Option("--notation", help="symgrad, or seed002 (as derive --notation).")
-    ] = "symgrad",
+        str,
+        typer.Option("--notation", help="auto, symgrad, or seed002 (as derive --notation)."),
+    ] = "auto",
 ) -> None:
     """Evaluate every equation of the derivation on numbers; exit 1 when one disagrees."""
     from .runtime.bounded import NOTATIONS

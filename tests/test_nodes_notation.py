@@ -198,17 +198,17 @@ def test_cli_notation(capsys):
     assert "W_{46}" in capsys.readouterr().out
     assert main(["derive", "examples/mlp_digits.yaml", "--notation", "seed002"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "at most 16 nodes, this network has" in err
+    assert err.count("\n") == 1 and "at most 32 nodes, this network has" in err
     assert main(["derive", "examples/softmax_iris.yaml", "--notation", "seed002"]) == 2
     assert "element-wise activations only" in capsys.readouterr().err
     assert main(["derive", SEED002, "--notation", "seed003"]) == 2
     assert capsys.readouterr().err == (
-        "symgrad: error: --notation must be one of symgrad, seed002, not 'seed003'\n"
+        "symgrad: error: --notation must be one of auto, symgrad, seed002, not 'seed003'\n"
     )
 
 
 def test_refusals_are_one_line_errors():
-    with pytest.raises(NodeNotationError, match="at most 16 nodes"):
+    with pytest.raises(NodeNotationError, match="at most 32 nodes"):
         trace_nodes(derive(load_spec("examples/mlp_digits.yaml")))
     skip = {
         "name": "nodes_skip",
@@ -216,9 +216,9 @@ def test_refusals_are_one_line_errors():
         "layers": [
             {"units": 2, "activation": "relu", "name": "h"},
             {"units": 2, "activation": "relu"},
-            {"units": 1, "activation": "sigmoid", "from": ["h", 2]},
+            {"units": 2, "activation": "sigmoid", "from": ["h", 2], "merge": "add"},
         ],
         "loss": "mse",
     }
-    with pytest.raises(NodeNotationError, match="chains of dense layers; this network has skip"):
+    with pytest.raises(NodeNotationError, match="merge: add sums nodes"):
         trace_nodes(derive(load_spec(skip)))

@@ -51,6 +51,21 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def _node_map(spec: Spec) -> list[str]:
+    """For a node graph, which nodes each layer holds and reads (empty for a layer spec)."""
+    groups = spec.node_groups
+    if groups is None:
+        return []
+    lines = ["input: nodes " + ", ".join(map(str, groups[0]))]
+    for l, (group, src) in enumerate(zip(groups[1:], spec.sources, strict=True), 1):
+        read = [j for s in src for j in groups[s]]
+        lines.append(
+            f"layer {l} ({spec.layers[l - 1].activation}): nodes {', '.join(map(str, group))}; "
+            f"reads nodes {', '.join(map(str, read))}"
+        )
+    return lines
+
+
 def _docstring_safe(text: str) -> str:
     """Text that cannot end or escape a docstring: ASCII, with backslashes and quotes escaped."""
     text = text.encode("ascii", "backslashreplace").decode("ascii")
@@ -137,6 +152,7 @@ def build_context(
         "version": __version__,
         "spec_file": _docstring_safe(_shown_path(spec_file)),
         "spec_yaml": [_docstring_safe(line) for line in spec_yaml.rstrip().splitlines()],
+        "node_map": _node_map(spec),
         "digest": spec.digest(),
         "model_digest": spec.model_digest(),
         "name": spec.name,

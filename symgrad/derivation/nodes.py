@@ -1,16 +1,19 @@
 """Seed 002's notation: the network traced node by node (``symgrad derive --notation seed002``).
 
-Nodes are numbered from the inputs up, layer by layer (seed 002's network: input node 1, hidden
-nodes 2, 3 and 4, 5, output node 6). For node j, ``X_j`` is its input (the weighted sum of its
-parents' outputs, plus its bias where the layer has one), ``Y_j = F(X_j)`` its output (an input
-node's output is the sample's feature), ``W_ij`` the weight of the edge from node i to node j
-and ``E`` the error of one sample (the spec's loss summed over the output nodes, ``T_k`` the
-target of output node k). The equations are SymPy objects like every other of the IR: the
-right sides come from the activation and loss calculus (``sympy.diff``), the chain over the
-downstream nodes from the graph. They go first, under their own sections, and the general rule
-for layer l and l + 1 (the rest of the derivation) follows.
+A node graph (``graph:`` in the spec) keeps its own node numbers; a layer spec numbers its
+nodes from the inputs up, layer by layer (seed 002's network: input node 1, hidden nodes 2, 3
+and 4, 5, output node 6). For node j, ``X_j`` is its input (the weighted sum of its parents'
+outputs, plus its bias where it has one), ``Y_j = F(X_j)`` its output (an input node's output
+is the sample's feature), ``W_ij`` the weight of the edge from node i to node j and ``E`` the
+error of one sample (the spec's loss summed over the output nodes, ``T_k`` the target of output
+node k). The equations are SymPy objects like every other of the IR: the right sides come from
+the activation and loss calculus (``sympy.diff``), the chain over the downstream nodes from the
+graph (``dE/dY_i = sum over the children j of i of W_ij dE/dX_j``, however many there are).
+They go first, under their own sections, and the general rule for layer l and l + 1 (the rest
+of the derivation) follows.
 
-Only for dense chains of element-wise activations with at most :data:`MAX_NODES` nodes: one
+For networks of element-wise activations with at most :data:`MAX_NODES` nodes, chains or graphs
+whose layers concatenate what they read (``merge: add`` sums nodes, it has no edges): one
 equation per node and per edge is a tracing aid, not a way to print a large network.
 """
 
@@ -28,7 +31,7 @@ FORWARD = "Node by node (seed 002's notation): forward"
 BACKWARD = "Node by node (seed 002's notation): backpropagation"
 SECTIONS = (FORWARD, BACKWARD)
 #: the most nodes (inputs included) traced one equation each
-MAX_NODES = 16
+MAX_NODES = 32
 
 E = sp.Symbol("node_E", real=True)  # the error of one sample
 nt._register("node_E", "E", "E")
@@ -39,7 +42,7 @@ class NodeNotationError(SymgradError):
 
 
 def numbering(sizes: list[int]) -> list[list[int]]:
-    """Node numbers per layer, inputs first: ``[1, 2, 2, 1]`` gives
+    """Node numbers per layer of a layer spec, inputs first: ``[1, 2, 2, 1]`` gives
     ``[[1], [2, 3], [4, 5], [6]]``."""
     out, k = [], 1
     for n in sizes:
@@ -49,7 +52,8 @@ def numbering(sizes: list[int]) -> list[list[int]]:
 
 
 def _name(stem: str, *ids: int, total: int) -> sp.Symbol:
-    """The node symbol ``stem`` with subscript ``ids`` (``W_46``; ``W_{10,11}`` from 10 nodes).
+    """The node symbol ``stem`` with subscript ``ids`` (``W_46``; ``W_{10,11}`` where some node
+    number has two digits or more, ``total`` the largest).
 
     Its SymPy name is private (``node_W_4_6``) and its display registered: a plain ``W_46`` would
     take the display of the 46th layer's weight matrix once a network that deep was derived."""
@@ -61,28 +65,32 @@ def _name(stem: str, *ids: int, total: int) -> sp.Symbol:
 
 
 class Nodes:
-    """The symbols of a traced network: ``X[j]``, ``Y[j]``, ``W[i, j]``, ``b[j]``, ``T[k]``."""
+    """The symbols of a traced network: ``X[j]``, ``Y[j]``, ``W[i, j]``, ``b[j]``, ``T[k]``;
+    ``layers[l]`` the node numbers of layer l (0 the input), in the order of its units."""
 
     def __init__(self, d: Derivation) -> None:
         spec = d.spec
-        self.layers = numbering(spec.sizes)
-        total = sum(spec.sizes)
-        if total > MAX_NODES:
+        groups = getattr(spec, "node_groups", None)
+        self.layers = [list(g) for g in groups] if groups else numbering(spec.sizes)
+        count = sum(len(layer) for layer in self.layers)
+        if count > MAX_NODES:
             raise NodeNotationError(
                 f"--notation seed002 traces one equation per node: at most {MAX_NODES} nodes, "
-                f"this network has {total}"
+                f"this network has {count}"
             )
-        if getattr(spec, "is_graph", False):
+        if any(layer.merge == "add" and layer.sources for layer in spec.layers):
             raise NodeNotationError(
-                "--notation seed002 traces chains of dense layers; this network has skip "
-                "connections"
+                "--notation seed002 traces layers that concatenate what they read; merge: add "
+                "sums nodes (it has no edges of its own)"
             )
         if any(layer.activation.vector for layer in d.layers):
             raise NodeNotationError(
                 "--notation seed002 traces element-wise activations only (softmax couples the "
                 "output nodes)"
             )
+        total = max(j for layer in self.layers for j in layer)
         self.total = total
+        self.sources = list(spec.sources)
         self.calc = d.layers  # LayerCalculus per layer (1-based index = position + 1)
         self.loss = d.loss
         nodes = [j for layer in self.layers for j in layer]
@@ -94,10 +102,20 @@ class Nodes:
         self.b: dict[int, sp.Symbol] = {}
         for l in range(1, len(self.layers)):
             for j in self.layers[l]:
-                for i in self.layers[l - 1]:
-                    self.W[i, j] = _name("W", i, j, total=total)
+                for s in self.sources[l - 1]:
+                    for i in self.layers[s]:
+                        self.W[i, j] = _name("W", i, j, total=total)
                 if d.layers[l - 1].bias:
                     self.b[j] = _name("b", j, total=total)
+
+    def column(self, i: int, j: int) -> int:
+        """The column of layer l's weight matrix (l node j's layer) that reads node i."""
+        offset = 0
+        for s in self.sources[self.layer_of(j) - 1]:
+            if i in self.layers[s]:
+                return offset + self.layers[s].index(i)
+            offset += len(self.layers[s])
+        raise KeyError((i, j))
 
     def parents(self, j: int) -> list[int]:
         return [i for (i, jj) in self.W if jj == j]
@@ -142,7 +160,7 @@ def node_equations(d: Derivation) -> list[Equation]:
     g = Nodes(d)
     eqs: list[Equation] = []
     for j, x in g.x.items():
-        prose = (f"Input node {j} outputs feature {j - g.layers[0][0] + 1} of the sample.",)
+        prose = (f"Input node {j} outputs feature {g.layers[0].index(j) + 1} of the sample.",)
         eqs.append(Equation(f"node.Y.{j}", FORWARD, g.Y[j], x, prose=prose))
     for layer in g.layers[1:]:
         for j in layer:
@@ -214,4 +232,25 @@ def trace_nodes(d: Derivation) -> Derivation:
         d.add(eq)
     d.equations[:] = [*eqs, *rest]
     d.number()
+    return d
+
+
+#: the notations a derivation can be printed in: ``auto`` is seed 002's for a node graph
+#: (``graph:`` in the spec) that can be traced, symgrad's otherwise
+NOTATIONS = ("auto", "symgrad", "seed002")
+
+
+def apply_notation(d: Derivation, notation: str) -> Derivation:
+    """``d`` in ``notation``: ``seed002`` traces the nodes (or raises
+    :class:`NodeNotationError`), ``auto`` traces a node graph when it can, ``symgrad`` leaves
+    ``d`` as it is."""
+    if notation not in NOTATIONS:
+        raise ValueError(f"notation must be one of {', '.join(NOTATIONS)}, not {notation!r}")
+    if notation == "seed002":
+        return trace_nodes(d)
+    if notation == "auto" and getattr(d.spec, "graph", None) is not None:
+        try:
+            return trace_nodes(d)
+        except NodeNotationError:
+            return d
     return d

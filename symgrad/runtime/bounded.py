@@ -52,8 +52,8 @@ CHILD_MEMORY_BYTES = 4 * 2**30
 CHILD_GRACE_SECONDS = 5.0
 #: Formats of :func:`derivation_text`.
 FORMATS = ("latex", "markdown", "text", "html")
-#: the notations a derivation can be printed in
-NOTATIONS = ("symgrad", "seed002")
+#: the notations a derivation can be printed in (``auto``: seed 002's for a node graph)
+NOTATIONS = ("auto", "symgrad", "seed002")
 
 _CACHE: OrderedDict[tuple, str] = OrderedDict()
 _CACHE_SIZE = 64
@@ -82,7 +82,7 @@ def _produce(
     standalone: bool,
     spec_file: str | None,
     producer: str | None = None,
-    notation: str = "symgrad",
+    notation: str = "auto",
 ) -> str:
     """The text itself (no budget here: the callers set it).
 
@@ -100,13 +100,10 @@ def _produce(
 
         return generate_source(spec, spec_file=spec_file)
     from ..derivation import derive
-    from ..derivation.nodes import trace_nodes
+    from ..derivation.nodes import apply_notation
     from ..printers.render import render
 
-    d = derive(spec)
-    if notation == "seed002":
-        trace_nodes(d)
-    return render(d, fmt, standalone=standalone)
+    return render(apply_notation(derive(spec), notation), fmt, standalone=standalone)
 
 
 def _what(kind: str, spec: Spec) -> str:
@@ -122,7 +119,7 @@ def _run(
     spec_file: str | None = None,
     budget: float | None = None,
     producer: str | None = None,
-    notation: str = "symgrad",
+    notation: str = "auto",
 ) -> str:
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
@@ -166,7 +163,7 @@ def derivation_text(
     spec_file: str | None = None,
     budget: float | None = None,
     producer: str | None = None,
-    notation: str = "symgrad",
+    notation: str = "auto",
 ) -> str:
     """The derivation of ``spec`` as ``latex``, ``markdown``, ``text`` or ``html``, within budget.
 
@@ -263,7 +260,7 @@ def _in_child(
     spec_file: str | None,
     seconds: float,
     producer: str | None = None,
-    notation: str = "symgrad",
+    notation: str = "auto",
 ) -> str:
     memory = _child_memory()
     request = {
@@ -361,7 +358,7 @@ def _child_main() -> None:  # pragma: no cover - runs in the child process
                 request["standalone"],
                 request["spec_file"],
                 request.get("producer"),
-                request.get("notation", "symgrad"),
+                request.get("notation", "auto"),
             )
         _cap(text, kind, request["fmt"])
         reply = {"text": text}

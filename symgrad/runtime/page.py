@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from ..derivation import Derivation, derive
+from ..derivation.nodes import apply_notation
 from ..printers.html import CodeView, Results, read_report, render_html
 from ..printers.svg import network_svg, training_curve_svg
 from ..spec import Spec, load_spec
@@ -50,9 +51,9 @@ def derivation_page(
         if not isinstance(spec, Spec):
             spec_file = spec_file or Path(spec).as_posix()
             spec = load_spec(spec)
-        d = derive(spec)
+        d = apply_notation(derive(spec), "auto")  # a node graph: traced node by node first
     example = None
-    if worked and not d.spec.is_graph:  # the worked numbers follow a chain of layers
+    if worked:
         from .worked import worked_example
 
         example = worked_example(d.spec)

@@ -79,7 +79,7 @@ def verify(
     batch: int = 5,
     dtype="float64",
     trainer=None,
-    notation: str = "symgrad",
+    notation: str = "auto",
 ) -> Report:
     """Evaluate every displayed equation of the derivation of a spec; see the module doc.
 
@@ -92,7 +92,8 @@ def verify(
         trainer: a trainer instance to check instead of ``load_trainer(spec, seed, dtype)``;
             its parameters are set to the random parameters.
         notation: ``"seed002"`` adds the node-by-node equations (``derive --notation
-            seed002``), checked against the unrolled network, the trainer and the reference.
+            seed002``), checked against the unrolled network, the trainer and the reference;
+            ``"auto"`` (the default) adds them for a node graph (``graph:``) that can be traced.
 
     Returns:
         A :class:`Report`: ``report.ok``, ``report.max_error``, ``report.table()``.
@@ -105,10 +106,9 @@ def verify(
         if not isinstance(spec, Spec):
             spec = load_spec(spec if isinstance(spec, dict) else os.fspath(spec))
         derivation = derive(spec)
-    if notation == "seed002":
-        from ..derivation.nodes import trace_nodes
+    from ..derivation.nodes import apply_notation
 
-        trace_nodes(derivation)
+    apply_notation(derivation, notation)
     dtype = np.dtype(dtype).name
     tol = TOLERANCE[dtype]
     if spec.optimizer.name == "newton" and spec.n_params <= NEWTON_EXACT_MAX:

@@ -96,14 +96,16 @@ def worked_data(spec: Spec, m: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
 
 
 def param_labels(spec: Spec) -> list[str]:
-    """The LaTeX name of every parameter in the trainer's public order (W_1 row-major, b_1, ...)."""
+    """The LaTeX name of every parameter in the trainer's public order (W_1 row-major, b_1, ...);
+    i runs over the layer's fan-in (what it reads, concatenated in ``from`` order)."""
     labels = []
     sizes = spec.sizes
+    fan_ins = spec.fan_ins
     for l in range(1, len(sizes)):
         labels += [
             f"w^{{({l})}}_{{{j},{i}}}"
             for j in range(1, sizes[l] + 1)
-            for i in range(1, sizes[l - 1] + 1)
+            for i in range(1, fan_ins[l - 1] + 1)
         ]
         if spec.layers[l - 1].bias:  # a layer with bias: false has no b_l
             labels += [f"b^{{({l})}}_{{{j}}}" for j in range(1, sizes[l] + 1)]
@@ -144,7 +146,7 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
     acts = [np.asarray(cache[2 * l], dtype=np.float64) for l in range(L + 1)]
     for l in range(1, L + 1):
         a = acts[l]
-        z = acts[l - 1] @ params[f"W_{l}"].T + params.get(f"b_{l}", 0.0)
+        z = _reads(spec, acts, l) @ params[f"W_{l}"].T + params.get(f"b_{l}", 0.0)
         steps.append(
             Step(
                 (f"forward.{l}", "forward"),
@@ -170,10 +172,11 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
     # bias; that of a layer with bias: false is the chain rule's of the reference network
     one = model.gradient_flat(X[:1], Y[:1])
     sizes = spec.sizes
+    fan_ins = [None, *spec.fan_ins]
     bias = [None] + [layer.bias for layer in spec.layers]
     deltas, offset = {}, 0
     for l in range(1, L + 1):
-        offset += sizes[l] * sizes[l - 1]
+        offset += sizes[l] * fan_ins[l]
         if bias[l]:
             deltas[l] = one[offset : offset + sizes[l]]
             offset += sizes[l]
@@ -188,14 +191,17 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
         )
     )
     for l in range(L - 1, 0, -1):
-        back = params[f"W_{l + 1}"].T @ deltas[l + 1]
+        readers = _readers(spec, l)
+        back = sum(params[f"W_{k}"][:, cols].T @ deltas[k] for k, cols in readers)
+        if [k for k, _ in readers] == [l + 1] and readers[0][1] == slice(None):
+            label = f"\\left((W^{{({l + 1})}})^T \\delta^{{({l + 1})}}\\right)"
+            note = f"sample 1: the sum over the units of layer {l + 1}."
+        else:
+            label = f"\\frac{{\\partial C_x}}{{\\partial a^{{({l})}}}}"
+            shown = ", ".join(str(k) for k, _ in readers)
+            note = f"sample 1: the sum over the units of the layers reading it ({shown})."
         steps.append(
-            Step(
-                (f"backprop.sum.{l}",),
-                f"backprop sum, layer {l}",
-                (_value(f"\\left((W^{{({l + 1})}})^T \\delta^{{({l + 1})}}\\right)", back),),
-                f"sample 1: the sum over the units of layer {l + 1}.",
-            )
+            Step((f"backprop.sum.{l}",), f"backprop sum, layer {l}", (_value(label, back),), note)
         )
         steps.append(
             Step(
@@ -208,10 +214,10 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
     flat = model.gradient_flat(X, Y)
     offset = 0
     for l in range(1, L + 1):
-        nw = sizes[l] * sizes[l - 1]
-        gW = flat[offset : offset + nw].reshape(sizes[l], sizes[l - 1])
+        nw = sizes[l] * fan_ins[l]
+        gW = flat[offset : offset + nw].reshape(sizes[l], fan_ins[l])
         gb = flat[offset + nw : offset + nw + sizes[l]] if bias[l] else None
-        gW1 = one[offset : offset + nw].reshape(sizes[l], sizes[l - 1])
+        gW1 = one[offset : offset + nw].reshape(sizes[l], fan_ins[l])
         offset += nw + (sizes[l] if bias[l] else 0)
         steps.append(
             Step(
@@ -230,7 +236,7 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
     P = theta.size
     # one column of the Hessian by a Hessian-vector product: H e_p (works at any size)
     p = 0
-    q = P - sizes[-1] * (sizes[-2] + (1 if bias[L] else 0))  # the output layer's first weight
+    q = P - sizes[-1] * (fan_ins[L] + (1 if bias[L] else 0))  # the output layer's first weight
     e = np.zeros(P)
     e[p] = 1.0
     col = model.hvp(X, Y, e)
@@ -272,6 +278,28 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
         )
     )
     return WorkedExample(X, Y, tuple(steps))
+
+
+def _reads(spec: Spec, acts: list, l: int) -> np.ndarray:
+    """What layer l reads: its sources' outputs concatenated in ``from`` order, or added."""
+    parts = [acts[s] for s in spec.sources[l - 1]]
+    if spec.layers[l - 1].merge == "add":
+        return sum(parts[1:], parts[0])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def _readers(spec: Spec, l: int) -> list[tuple[int, slice]]:
+    """The layers k reading layer l, each with the columns of W_k that read it."""
+    sizes, out = spec.sizes, []
+    for k, src in enumerate(spec.sources[l:], l + 1):
+        if l not in src:
+            continue
+        if spec.layers[k - 1].merge == "add" or len(src) == 1:
+            out.append((k, slice(None)))
+            continue
+        start = sum(sizes[s] for s in src[: src.index(l)])
+        out.append((k, slice(start, start + sizes[l])))
+    return out
 
 
 def _step_keys(spec: Spec) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from ..errors import SpecError
+from . import graph as graph_compiler
 from . import registry
 
 #: Built-in activations and losses: live views of the registry (see :mod:`.registry`), filled
@@ -224,6 +225,63 @@ class Preprocess(BaseModel):
     standardize: bool = False
 
 
+class GraphNode(_Strict):
+    """A node of a node graph written as a mapping: its activation, the activation's parameter
+    and whether it adds a bias (default: the graph's ``bias``)."""
+
+    _BOOLS: ClassVar[frozenset[str]] = frozenset({"bias"})
+
+    activation: str
+    alpha: float | None = Field(default=None, gt=0, le=10)
+    bias: StrictBool | None = None
+
+
+class Graph(_Strict):
+    """A network node by node (seed 002's style; :mod:`.graph` compiles it into layers):
+    ``inputs`` and ``outputs`` list node numbers in the order of X's and Y's columns, ``nodes``
+    maps every other node to its activation (a name, or a :class:`GraphNode` mapping), ``edges``
+    lists ``[i, j]`` pairs (node i feeds node j) and ``bias`` is the nodes' default."""
+
+    _BOOLS: ClassVar[frozenset[str]] = frozenset({"bias"})
+
+    inputs: list[StrictInt] = Field(max_length=MAX_INPUTS)
+    nodes: dict[int, str | GraphNode]
+    outputs: list[StrictInt]
+    edges: list[tuple[StrictInt, StrictInt]]
+    bias: StrictBool = True
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_numbers(cls, v: dict[int, Any]) -> dict[int, Any]:
+        for j in v:
+            if not 1 <= j <= 10**9:
+                raise ValueError(f"node numbers are integers from 1 to 10^9, got {j}")
+        return v
+
+    @field_validator("inputs", "outputs", "edges")
+    @classmethod
+    def _numbers(cls, v: list) -> list:
+        for item in v:
+            for j in item if isinstance(item, tuple) else (item,):
+                if not 1 <= j <= 10**9:
+                    raise ValueError(f"node numbers are integers from 1 to 10^9, got {j}")
+        return v
+
+    def facts(self) -> dict[int, graph_compiler.NodeFacts]:
+        out = {}
+        for j, node in self.nodes.items():
+            if isinstance(node, str):
+                node = GraphNode(activation=node)
+            bias = self.bias if node.bias is None else node.bias
+            out[j] = graph_compiler.NodeFacts(node.activation, node.alpha, bias)
+        return out
+
+    def compile(self) -> graph_compiler.Compiled:
+        return graph_compiler.compile_graph(
+            list(self.inputs), self.facts(), list(self.outputs), [tuple(e) for e in self.edges]
+        )
+
+
 class Spec(_Strict):
     """A validated model spec (see the README for every key)."""
 
@@ -240,6 +298,8 @@ class Spec(_Strict):
     task: Literal["classification", "regression"] | None = None
     description: str = Field(default="", max_length=2000)
     preprocess: Preprocess = Preprocess()
+    #: a node graph (seed 002's style); ``inputs`` and ``layers`` are then compiled from it
+    graph: Graph | None = None
 
     @field_validator("name")
     @classmethod
@@ -332,6 +392,30 @@ class Spec(_Strict):
     def is_graph(self) -> bool:
         """Whether some layer reads anything but the layer below (a skip connection)."""
         return any(src != (l - 1,) for l, src in enumerate(self.sources, 1))
+
+    # -- node graphs ---------------------------------------------------------------------
+    @property
+    def node_groups(self) -> tuple[tuple[int, ...], ...] | None:
+        """For a node graph, its node numbers per layer (input nodes first, outputs last)."""
+        return None if self.graph is None else self.graph.compile().groups
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        # a node graph dumps the graph, not the layers compiled from it; a layer spec keeps the
+        # canonical form (and so the digest) it had before ``graph`` existed
+        data = handler(self)
+        if self.graph is None:
+            data.pop("graph", None)
+        else:
+            data.pop("inputs", None)
+            data.pop("layers", None)
+            graph = data["graph"]
+            graph["nodes"] = {
+                int(j): (v if isinstance(v, str) else {k: x for k, x in v.items() if x is not None})
+                for j, v in sorted(graph["nodes"].items(), key=lambda kv: int(kv[0]))
+            }
+            graph["edges"] = [list(e) for e in graph["edges"]]
+        return data
 
     def canonical(self) -> dict[str, Any]:
         """The spec as plain data with every default filled in (stable key order)."""
@@ -625,13 +709,47 @@ def spec_from_dict(raw: Any) -> Spec:
             shown = "<a long integer>" if _long_int(key) else str(key)
             raise SpecError(shown, "keys must be strings")
     _check_limits(raw)
+    groups = None
+    if "graph" in raw:
+        raw, groups = _compile_graph(raw)
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
         path, msg = _describe(exc.errors()[0])
-        raise SpecError(path, msg) from None
-    _cross_checks(spec)
+        raise _on_nodes(SpecError(path, msg), groups) from None
+    try:
+        _cross_checks(spec)
+    except SpecError as exc:
+        raise _on_nodes(exc, groups) from None
     return spec
+
+
+def _compile_graph(raw: dict) -> tuple[dict, tuple[tuple[int, ...], ...]]:
+    """``raw`` with ``inputs`` and ``layers`` compiled from its ``graph`` (see :mod:`.graph`)."""
+    for key in ("inputs", "layers"):
+        if key in raw:
+            raise SpecError(key, f"a spec with a graph compiles its {key} from it; remove {key}")
+    try:
+        graph = Graph.model_validate(raw["graph"])
+    except ValidationError as exc:
+        path, msg = _describe(exc.errors()[0])
+        raise SpecError(f"graph.{path}" if path else "graph", msg) from None
+    compiled = graph.compile()
+    return (
+        {**raw, "inputs": len(graph.inputs), "layers": [dict(layer) for layer in compiled.layers]},
+        compiled.groups,
+    )
+
+
+def _on_nodes(exc: SpecError, groups: tuple[tuple[int, ...], ...] | None) -> SpecError:
+    """An error about compiled layer i named by the graph's key: ``graph.nodes.J`` (J the
+    layer's first node) for ``layers[i]...``."""
+    match = re.match(r"layers\[(\d+)\]", exc.path)
+    if groups is None or match is None:
+        return exc
+    nodes = groups[int(match.group(1)) + 1]
+    what = f"node {nodes[0]}" if len(nodes) == 1 else f"nodes {', '.join(map(str, nodes))}"
+    return SpecError(f"graph.nodes.{nodes[0]}", f"{exc.message} ({what})")
 
 
 def load_spec(source: str | os.PathLike[str] | dict) -> Spec:

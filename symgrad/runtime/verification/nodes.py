@@ -11,7 +11,8 @@ compared with
   takes its 0 piece, as the code's f'(0) = 0);
 - the trainer: its forward pass (X_j, Y_j), its gradient on the one sample without the penalty
   (dE/dW_ij, dE/db_j) and its loss (E, when there is no penalty);
-- the reference network's per-sample deltas (dE/dX_j, and dE/dY_i = sum_j W_ij dE/dX_j).
+- the reference network's per-sample deltas (dE/dX_j, and dE/dY_i from the matrix form: the
+  deltas of the layers reading node i's layer times their columns that read it).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class _Traced:
                 vals[g.X[j]] = float((z if z is not None else st.z[l])[s, u])
         for (i, j), w in g.W.items():
             l, u = self._position(j)
-            vals[w] = float(st.W[l][u, self._position(i)[1]])
+            vals[w] = float(st.W[l][u, g.column(i, j)])
         for j, b in g.b.items():
             l, u = self._position(j)
             vals[b] = float(st.b[l][u])
@@ -177,7 +178,7 @@ def _flat_position(ctx: Context, g: Nodes, param: sp.Symbol) -> int:
     for (i, j), w in g.W.items():
         if w == param:
             l = g.layer_of(j)
-            return ctx.flat_index("w", l, (g.layers[l].index(j), g.layers[l - 1].index(i)))
+            return ctx.flat_index("w", l, (g.layers[l].index(j), g.column(i, j)))
     j = next(j for j, b in g.b.items() if b == param)
     l = g.layer_of(j)
     return ctx.flat_index("b", l, (g.layers[l].index(j),))
@@ -191,4 +192,13 @@ def _delta_values(ctx: Context, g: Nodes, node: sp.Symbol) -> list[float]:
     u = g.layers[l].index(j)
     if node == g.X[j]:
         return list(np.asarray(deltas[l])[:, u])
-    return list((np.asarray(deltas[l + 1]) @ ctx.state.W[l + 1])[:, u])
+    # the matrix form: sum over the layers k reading layer l of Delta_k W_k[l], W_k[l] the
+    # columns of W_k that read layer l
+    total = np.zeros(len(ctx.state.X))
+    for k in range(l + 1, len(g.layers)):
+        offset = 0
+        for s in g.sources[k - 1]:
+            if s == l:
+                total += np.asarray(deltas[k]) @ ctx.state.W[k][:, offset + u]
+            offset += len(g.layers[s])
+    return list(total)
