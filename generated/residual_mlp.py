@@ -316,7 +316,7 @@ class ResidualMlp:
             np.dot(delta_5.T, u_5, gW_5)
             np.add.reduce(delta_5, 0, None, gb_5)
             np.dot(delta_5, W_5, delta_4)  # layer 5's term of dC/da_4
-            np.dot(delta_5, W_5, delta_3)  # layer 5's term of dC/da_3
+            np.copyto(delta_3, delta_4)  # layer 5's term of dC/da_3, as of a_4 (add)
             # (28), (29) delta_4 = f'_4 * (the sum over the layers that read it, accumulated above)
             np.greater(a_4, 0.0, t_4_0)
             np.multiply(delta_4, t_4_0, delta_4)
@@ -332,7 +332,7 @@ class ResidualMlp:
             np.dot(delta_3.T, u_3, gW_3)
             np.add.reduce(delta_3, 0, None, gb_3)
             np.dot(delta_3, W_3, delta_2)  # layer 3's term of dC/da_2
-            np.add(delta_1, delta_3 @ W_3, delta_1)  # layer 3's term of dC/da_1
+            np.add(delta_1, delta_2, delta_1)  # layer 3's term of dC/da_1, as of a_2 (add)
             # (32), (33) delta_2 = f'_2 * (the sum over the layers that read it, accumulated above)
             np.greater(a_2, 0.0, t_2_0)
             np.multiply(delta_2, t_2_0, delta_2)

@@ -72,6 +72,10 @@ class Dense:
     merge: str = "concat"
     inp: str = ""
     srcs: list = field(default_factory=list)
+    #: backward, per source layer s > 0 in order: (s, the block of W_l that reads it, whether
+    #: this layer is the last reader (it initialises delta_s), the source whose delta already
+    #: holds the same product (merge add) or None)
+    back: list = field(default_factory=list)
 
     @property
     def last(self) -> bool:
@@ -165,6 +169,17 @@ def _graph(ctx: Dense, d, cite: Citations) -> None:
         whole = not ctx.merged or ctx.merge == "add"
         ctx.srcs.append((s, name[s], lo, hi, first, whole))
         lo = hi
+    # backward: each source layer's term delta_l W_l[s]; the sources of an add merge share one
+    # product, computed once (into the delta of a source this layer initialises) and copied
+    # into or added to the others
+    entries = [e for e in ctx.srcs if e[0] > 0]
+    anchor = None
+    if ctx.merged and ctx.merge == "add":
+        anchor = next((e[0] for e in entries if e[4]), None)
+        entries.sort(key=lambda e: e[0] != anchor)
+    for s, _, lo, hi, first, whole in entries:
+        W = f"W_{l}" if whole else f"W_{l}[:, {lo}:{hi}]"
+        ctx.back.append((s, W, first, anchor if anchor not in (None, s) else None))
     if ctx.merged:
         ctx.eq_forward = cite(f"input.{l}") + ", " + ctx.eq_forward
     ctx.eq_backprop = (
