@@ -160,6 +160,21 @@ def test_the_trainer_computes_the_graph():
     fd = fd_gradient(f, theta)
     model.set_flat(theta)
     assert np.max(np.abs(model.gradient_flat(X, Y) - fd)) < 1e-7
+    # second order through the compiled graph: the Hessian is the gradient's differences,
+    # hvp its product, Gauss-Newton symmetric positive semi-definite (mse: J^T J / n)
+    H = model.hessian(X, Y)
+
+    def g(t):
+        model.set_flat(t)
+        return model.gradient_flat(X, Y)
+
+    fd_h = np.stack([(g(theta + e) - g(theta - e)) / 2e-6 for e in 1e-6 * np.eye(theta.size)])
+    model.set_flat(theta)
+    assert np.max(np.abs(H - fd_h)) < 1e-6 and np.allclose(H, H.T, atol=1e-12)
+    v = np.random.default_rng(2).standard_normal(theta.size)
+    assert np.max(np.abs(model.hvp(X, Y, v) - H @ v)) < 1e-10
+    G = model.gauss_newton(X, Y)
+    assert np.allclose(G, G.T, atol=1e-12) and np.linalg.eigvalsh(G).min() > -1e-10
 
 
 def test_verify_traces_a_graph_with_skips_node_by_node():
@@ -325,3 +340,18 @@ def test_the_page_of_a_node_graph_traces_it_with_numbers():
 
     page = derivation_page(load_spec(SKIPS))
     assert "Node by node" in page and "backprop sum, layer 3" in page
+
+
+def test_a_node_graph_trainer_saves_trains_and_loads(tmp_path):
+    model = make(SKIPS, seed=0)
+    rng = np.random.default_rng(5)
+    X, Y = rng.standard_normal((20, 2)), rng.standard_normal((20, 2))
+    before = model.loss(X, Y)
+    model.fit(X, Y, epochs=20, batch_size=5)
+    assert model.loss(X, Y) < before
+    path = tmp_path / "skips.npz"
+    model.save(path)
+    again = make(SKIPS, seed=1)
+    again.load(path)
+    np.testing.assert_array_equal(again.get_flat(), model.get_flat())
+    np.testing.assert_array_equal(again.predict(X), model.predict(X))
