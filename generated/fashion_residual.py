@@ -265,7 +265,7 @@ class FashionResidual:
             np.dot(delta_3.T, u_3, gW_3)
             np.add.reduce(delta_3, 0, None, gb_3)
             np.dot(delta_3, W_3, delta_2)  # layer 3's term of dC/da_2
-            np.dot(delta_3, W_3, delta_1)  # layer 3's term of dC/da_1
+            np.copyto(delta_1, delta_2)  # layer 3's term of dC/da_1, as of a_2 (add)
             # (20), (21) delta_2 = f'_2 * (the sum over the layers that read it, accumulated above)
             np.greater(a_2, 0.0, t_2_0)
             np.multiply(delta_2, t_2_0, delta_2)

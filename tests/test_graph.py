@@ -355,3 +355,15 @@ def test_a_node_graph_trainer_saves_trains_and_loads(tmp_path):
     again.load(path)
     np.testing.assert_array_equal(again.get_flat(), model.get_flat())
     np.testing.assert_array_equal(again.predict(X), model.predict(X))
+
+
+def test_the_drawing_numbers_the_graph_s_nodes_and_curves_its_skips():
+    from symgrad.printers.svg import network_svg
+
+    svg = network_svg(load_spec(SKIPS))
+    for j in range(1, 8):
+        assert f">{j}</text></g>" in svg  # every node drawn under its own number
+    # one line or curve per edge, each named by its W_ij; the skips (1 -> 3 is not one) curve
+    assert svg.count('class="sg-edge"') == len(SKIPS["graph"]["edges"])
+    assert "W₃₇ = w⁽⁴⁾₁₁: node 3 to node 7</title></path>" in svg
+    assert "W₁₃ = w⁽¹⁾₁₁: node 1 to node 3</title></line>" in svg

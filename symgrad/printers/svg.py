@@ -3,10 +3,12 @@
 No plotting library: every element is written here, every piece of text escaped. The output is
 byte-stable (no timestamps, no random ids) so a page that embeds it is too.
 
-- :func:`network_svg`: small networks as nodes numbered like seed 002 (input node 1, hidden nodes
-  2, 3, ..., the output last) with an edge per weight labelled ``W_ij`` (from node i to node j;
-  the tooltip names it in the derivation's notation ``w^(l)_ji``); large ones as one box per
-  layer with its width and activation.
+- :func:`network_svg`: small networks as nodes (a node graph's own numbers; a layer spec's
+  numbered like seed 002: input node 1, hidden nodes 2, 3, ..., the output last) with an edge
+  per weight labelled ``W_ij`` (from node i to node j; the tooltip names it in the derivation's
+  notation ``w^(l)_ji``), a skip edge curved over the columns it passes; large ones, and those
+  whose layers add their sources (``merge: add``), as one box per layer with its width and
+  activation, each skip an arc under the boxes.
 - :func:`training_curve_svg`: loss (and validation loss) per epoch, accuracy on a second axis.
 """
 
@@ -58,8 +60,13 @@ def _sub(n: int) -> str:
 def is_small(spec: Spec) -> bool:
     """Whether :func:`network_svg` draws ``spec`` node by node."""
     sizes = spec.sizes
-    edges = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    edges = sum(n * f for n, f in zip(sizes[1:], spec.fan_ins, strict=True))
     return max(sizes) <= MAX_NODES_PER_LAYER and edges <= MAX_EDGES
+
+
+def _by_edges(spec: Spec) -> bool:
+    """Whether every layer reads its sources edge by edge (``add`` sums them: no edges)."""
+    return not any(layer.merge == "add" and layer.sources for layer in spec.layers)
 
 
 def node_numbers(sizes: list[int]) -> list[list[int]]:
@@ -74,7 +81,7 @@ def node_numbers(sizes: list[int]) -> list[list[int]]:
 def network_svg(spec: Spec, id_prefix: str = "net") -> str:
     """The network of ``spec`` as an SVG document (a string); see the module docstring. A
     network with skip connections is drawn as layer boxes, each skip an arc under them."""
-    if is_small(spec) and not spec.is_graph:
+    if is_small(spec) and _by_edges(spec):
         return _nodes_svg(spec, id_prefix)
     return _boxes_svg(spec, id_prefix)
 
@@ -104,9 +111,13 @@ def _title(spec: Spec) -> str:
 
 
 def _nodes_svg(spec: Spec, id_prefix: str) -> str:
+    """Nodes and edges: a node graph with its own node numbers, a layer spec numbered like seed
+    002; an edge that skips layers is drawn as a curve above the columns it passes."""
     sizes = spec.sizes
-    numbers = node_numbers(sizes)
+    numbers = [list(g) for g in spec.node_groups] if spec.node_groups else node_numbers(sizes)
     r, col, row, top, left = 17.0, 170.0, 70.0, 46.0, 60.0
+    if spec.is_graph:
+        top += 22.0  # room for the skip curves under the captions
     tall = max(sizes)
     width = left * 2 + col * (len(sizes) - 1)
     height = top + row * tall + 40.0
@@ -115,20 +126,29 @@ def _nodes_svg(spec: Spec, id_prefix: str) -> str:
         y0 = top + (tall - sizes[l]) * row / 2
         return left + col * l, y0 + row * j + row / 2
 
-    edges = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    edges = sum(n * f for n, f in zip(sizes[1:], spec.fan_ins, strict=True))
     labelled = edges <= MAX_LABELLED_EDGES
     out = _svg_open(width, height, id_prefix, _title(spec))
     # edges first (under the nodes), labels after them (over the edges)
     lines, labels = [], []
     for l in range(1, len(sizes)):
+        reads = [(s, i) for s in spec.sources[l - 1] for i in range(sizes[s])]
         for j in range(sizes[l]):
-            for i in range(sizes[l - 1]):
-                (x1, y1), (x2, y2) = pos(l - 1, i), pos(l, j)
-                src, dst = numbers[l - 1][i], numbers[l][j]
+            for c, (s, i) in enumerate(reads):
+                (x1, y1), (x2, y2) = pos(s, i), pos(l, j)
+                src, dst = numbers[s][i], numbers[l][j]
                 tip = (
                     f"W{_sub(src)}{_sub(dst)} = w{f'({l})'.translate(_SUP)}{_sub(j + 1)}"
-                    f"{_sub(i + 1)}: node {src} to node {dst}"
+                    f"{_sub(c + 1)}: node {src} to node {dst}"
                 )
+                if s < l - 1:  # a skip: a curve over the columns between
+                    lift = top - 10 - (l - s - 1) * 4
+                    lines.append(
+                        f'<path class="sg-edge" fill="none" d="M {_num(x1 + r)} {_num(y1)} Q '
+                        f'{_num((x1 + x2) / 2)} {_num(2 * lift - (y1 + y2) / 2)} '
+                        f'{_num(x2 - r)} {_num(y2)}"><title>{_e(tip)}</title></path>'
+                    )
+                    continue
                 lines.append(
                     f'<line class="sg-edge" x1="{_num(x1 + r)}" y1="{_num(y1)}" '
                     f'x2="{_num(x2 - r)}" y2="{_num(y2)}"><title>{_e(tip)}</title></line>'
