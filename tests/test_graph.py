@@ -11,6 +11,7 @@ graph's key. The node-by-node derivation of a graph with skips and split groups 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -367,3 +368,15 @@ def test_the_drawing_numbers_the_graph_s_nodes_and_curves_its_skips():
     assert svg.count('class="sg-edge"') == len(SKIPS["graph"]["edges"])
     assert "W₃₇ = w⁽⁴⁾₁₁: node 3 to node 7</title></path>" in svg
     assert "W₁₃ = w⁽¹⁾₁₁: node 1 to node 3</title></line>" in svg
+
+
+def test_the_trace_is_numbered_apart_so_the_code_s_citations_hold():
+    """The node-by-node equations are N1, N2, ...; the general rule keeps the numbers the
+    generated module cites, whichever notation ``derive`` prints."""
+    spec = load_spec(SEED002)
+    plain, traced = derive(spec), trace_nodes(derive(spec))
+    assert all(plain.eq(key) == traced.eq(key) for key in plain.keys)
+    assert traced.eq("node.Y.1") == "N1" and traced.eq("node.E") == "N12"
+    assert r"\tag{N1}" in derivation_text(spec, "latex")
+    module = Path("generated/seed002_nodes.py").read_text(encoding="utf-8")
+    assert f"# ({plain.eq('forward.1')}), ({plain.eq('act.1.f')}) z_1 = x W_1^T" in module

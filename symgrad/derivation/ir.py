@@ -127,11 +127,20 @@ class Derivation:
         self.conventions: list[tuple] = []
         #: rows (source, their symbol, meaning, symgrad's symbol) mapping the seeds' notation
         self.seed_symbols: list[tuple] = []
-        self._numbers: dict[str, int] = {}
+        self._numbers: dict[str, int | str] = {}
+        #: sections numbered apart, section -> prefix (seed 002's node-by-node trace: N1, N2,
+        #: ...), so that the others keep the numbers the generated code cites in any notation
+        self.tagged: dict[str, str] = {}
 
     def number(self) -> None:
-        """Number the equations in print order (the builders call it once they are done)."""
-        self._numbers = {eq.key: n for n, eq in enumerate(self.equations, 1)}
+        """Number the equations in print order (the builders call it once they are done): 1, 2,
+        ..., and those of a :attr:`tagged` section by their own count after its prefix."""
+        counts: dict[str, int] = {}
+        self._numbers = {}
+        for eq in self.equations:
+            prefix = self.tagged.get(eq.section, "")
+            counts[prefix] = counts.get(prefix, 0) + 1
+            self._numbers[eq.key] = f"{prefix}{counts[prefix]}" if prefix else counts[prefix]
 
     # -- construction (used by the builders) -----------------------------------------------------
     def add(self, eq: Equation, **expressions: sp.Expr) -> Equation:
@@ -187,8 +196,9 @@ class Derivation:
         """The equation called ``key`` (or one of its aliases)."""
         return self._by_key[self._resolve(key)]
 
-    def eq(self, key: str) -> int:
-        """The number of equation ``key`` as printed (1-based, in print order)."""
+    def eq(self, key: str) -> int | str:
+        """The number of equation ``key`` as printed (1-based, in print order; ``N3`` in a
+        :attr:`tagged` section)."""
         return self._numbers[self._resolve(key)]
 
     def kernel(self, key: str) -> sp.Expr:

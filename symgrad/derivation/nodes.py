@@ -231,6 +231,7 @@ def trace_nodes(d: Derivation) -> Derivation:
     for eq in eqs:
         d.add(eq)
     d.equations[:] = [*eqs, *rest]
+    d.tagged.update(dict.fromkeys(SECTIONS, "N"))  # N1, N2, ...: the rest keep their numbers
     d.number()
     return d
 

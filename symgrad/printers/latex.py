@@ -415,7 +415,7 @@ def render_latex(d: Derivation, standalone: bool = False) -> str:
                 lines += ["", prose(eq.prose)]
             lines.append(r"\begin{equation}")
             lines.append(equation_block(eq, "split"))
-            lines.append(r"\tag{%d}" % number)
+            lines.append(r"\tag{%s}" % number)
             lines.append(r"\end{equation}")
     if standalone:
         lines.append(r"\end{document}")

@@ -35,5 +35,5 @@ def render_markdown(d: Derivation) -> str:
         lines += ["", f"#### {text(section)}"]
         for number, eq in group:
             lines += ["", f"**({number})** {prose(eq.prose)}".rstrip(), ""]
-            lines += ["$$", equation_block(eq, "aligned") + r" \tag{%d}" % number, "$$"]
+            lines += ["$$", equation_block(eq, "aligned") + r" \tag{%s}" % number, "$$"]
     return "\n".join(lines) + "\n"

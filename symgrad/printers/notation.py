@@ -91,11 +91,13 @@ SEED_HEADER = ("source", "symbol", "meaning", "symgrad")
 SEED_INTRO = "The seed articles' symbols in this notation:"
 
 
-def sections(d: Derivation) -> Iterator[tuple[str, list[tuple[int, Equation]]]]:
-    """``(section, [(number, equation), ...])`` in print order (a section may recur)."""
+def sections(d: Derivation) -> Iterator[tuple[str, list[tuple[int | str, Equation]]]]:
+    """``(section, [(number, equation), ...])`` in print order (a section may recur); the
+    numbers are the derivation's (``d.eq``)."""
     current: str | None = None
-    group: list[tuple[int, Equation]] = []
-    for number, eq in enumerate(d.equations, 1):
+    group: list[tuple[int | str, Equation]] = []
+    for eq in d.equations:
+        number = d.eq(eq.key)
         if eq.section != current:
             if group:
                 yield current, group  # type: ignore[misc]

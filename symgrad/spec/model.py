@@ -744,7 +744,7 @@ def _compile_graph(raw: dict) -> tuple[dict, tuple[tuple[int, ...], ...]]:
 def _on_nodes(exc: SpecError, groups: tuple[tuple[int, ...], ...] | None) -> SpecError:
     """An error about compiled layer i named by the graph's key: ``graph.nodes.J`` (J the
     layer's first node) for ``layers[i]...``."""
-    match = re.match(r"layers\[(\d+)\]", exc.path)
+    match = re.fullmatch(r"layers\[(\d+)\](\..*)?", exc.path)
     if groups is None or match is None:
         return exc
     nodes = groups[int(match.group(1)) + 1]
