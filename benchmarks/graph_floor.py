@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import symgrad  # noqa: E402
+from benchmarks import publish  # noqa: E402
 from symgrad.spec import load_spec  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "graph_floor.md"
@@ -160,11 +161,7 @@ def main(argv=None) -> int:
             f"| {what} [784, {WIDTH} x 5, 10] | {run['spec'].n_params:,} | {t:.3f} s | "
             f"{f:.3f} s | {100 * f / t:.0f}% |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    return 0
+    return publish(lines, args.output)
 
 
 if __name__ == "__main__":

@@ -167,8 +167,9 @@ def generate(
         str,
         typer.Option(
             "--backend",
-            help="numpy, or numba (the epoch's batch loop compiled; falls back to numpy with a "
-            "notice where unsupported).",
+            help="numpy, numba (the epoch's batch loop compiled; falls back to numpy with a "
+            "notice where unsupported), or torch (PyTorch tensors on CPU or CUDA, no autograd; "
+            "writes generated/<name>_torch.py by default).",
         ),
     ] = "numpy",
 ) -> None:
@@ -177,12 +178,20 @@ def generate(
     from .runtime.limits import check_model_memory
     from .runtime.loader import write_module
 
-    if backend not in ("numpy", "numba"):
-        typer.echo(f"--backend must be numpy or numba, not {backend!r}", err=True)
+    if backend not in ("numpy", "numba", "torch"):
+        typer.echo(f"--backend must be numpy, numba or torch, not {backend!r}", err=True)
         raise typer.Exit(2)
     s = _load(spec)
     check_model_memory(s)  # the module allocates its parameters' layout when imported
-    if backend == "numba":
+    if backend == "torch":
+        import importlib.util
+
+        from .codegen.torch_backend import torch_source
+
+        source = torch_source(s, spec_file=spec.as_posix())  # SpecError: what it refuses
+        if importlib.util.find_spec("torch") is None:
+            typer.echo("notice: torch is not installed: the module needs it to run", err=True)
+    elif backend == "numba":
         from .codegen.numba_backend import numba_source
 
         source, notice = numba_source(s, spec_file=spec.as_posix())
@@ -190,7 +199,7 @@ def generate(
             typer.echo(f"notice: {notice}", err=True)
     else:
         source = module_source(s, spec_file=spec.as_posix())
-    target = output or Path("generated") / f"{s.name}.py"
+    target = output or Path("generated") / f"{s.name}{'_torch' if backend == 'torch' else ''}.py"
     if check:
         current = target.read_text(encoding="utf-8") if target.exists() else ""
         if current == source:

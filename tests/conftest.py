@@ -142,3 +142,31 @@ def default_signals() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+#: output layer and loss pairs, and hidden activations, of the generated chains
+CHAIN_PAIRS = (
+    ("identity", "mse"),
+    ("sigmoid", "mse"),
+    ("sigmoid", "log_loss"),
+    ("softmax", "cross_entropy"),
+    ("tanh", "mse"),
+)
+CHAIN_HIDDEN = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "elu")
+
+
+def chain_layers(draw) -> tuple[list[dict], str]:
+    """A hypothesis draw of a small dense chain's layers and its loss: 0-2 hidden layers of 2-5
+    units, an output/loss pair, a bias or none on each layer (``draw``: a composite's draw)."""
+    from hypothesis import strategies as st
+
+    depth = draw(st.integers(0, 2))
+    out, loss = draw(st.sampled_from(CHAIN_PAIRS))
+    units = [draw(st.integers(2, 5)) for _ in range(depth)]
+    outputs = 3 if out == "softmax" else draw(st.integers(1, 3))
+    acts = [draw(st.sampled_from(CHAIN_HIDDEN)) for _ in range(depth)] + [out]
+    biases = [draw(st.booleans()) for _ in range(depth + 1)]
+    layers = []
+    for u, act, bias in zip([*units, outputs], acts, biases, strict=True):
+        layers.append({"units": u, "activation": act, **({} if bias else {"bias": False})})
+    return layers, loss

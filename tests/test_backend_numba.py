@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import chain_layers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -153,30 +154,11 @@ def test_every_supported_example_equals_numpy(example):
     _two_epochs_agree(spec, 2 * m + m // 2 + 1, m, track=True)
 
 
-#: output layer and loss pairs, and hidden activations, of the generated specs
-PAIRS = (
-    ("identity", "mse"),
-    ("sigmoid", "mse"),
-    ("sigmoid", "log_loss"),
-    ("softmax", "cross_entropy"),
-    ("tanh", "mse"),
-)
-HIDDEN = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "elu")
-
-
 @st.composite
 def specs(draw):
     """A small dense chain: 0-2 hidden layers, an output/loss pair, any supported optimiser,
     none, either or both penalties, and a bias or none on each layer."""
-    depth = draw(st.integers(0, 2))
-    out, loss = draw(st.sampled_from(PAIRS))
-    units = [draw(st.integers(2, 5)) for _ in range(depth)]
-    outputs = 3 if out == "softmax" else draw(st.integers(1, 3))
-    acts = [draw(st.sampled_from(HIDDEN)) for _ in range(depth)] + [out]
-    biases = [draw(st.booleans()) for _ in range(depth + 1)]
-    layers = []
-    for u, act, bias in zip([*units, outputs], acts, biases, strict=True):
-        layers.append({"units": u, "activation": act, **({} if bias else {"bias": False})})
+    layers, loss = chain_layers(draw)
     opt = draw(st.sampled_from(supported_optimizers()))
     l2 = draw(st.sampled_from([0.0, 0.05]))
     l1 = draw(st.sampled_from([0.0, 0.03]))
@@ -346,7 +328,7 @@ def test_cli_backend_option(tmp_path):
     )
     result = CliRunner().invoke(app, ["generate", "examples/xor.yaml", "--backend", "jax"])
     assert result.exit_code == 2
-    assert "--backend must be numpy or numba, not 'jax'" in result.output
+    assert "--backend must be numpy, numba or torch, not 'jax'" in result.output
 
 
 def test_module_outside_sys_modules_compiles_in_memory(tmp_path):
@@ -412,7 +394,7 @@ def test_load_trainer_numba_backend():
         "the NumPy path): wrote the NumPy trainer"
     ]
     assert hasattr(newton, "fit")
-    with pytest.raises(ValueError, match="backend must be numpy or numba, not 'jax'"):
+    with pytest.raises(ValueError, match="backend must be numpy, numba or torch, not 'jax'"):
         symgrad.load_trainer("examples/xor.yaml", backend="jax")
 
 

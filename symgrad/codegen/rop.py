@@ -121,7 +121,9 @@ class _Sweep:
         names = {**NAMES, nt.m.name: "m"}
         if d.graph:  # the widths of a zero block (R{X} in R{U_l})
             names.update({nt.n(l).name: str(size) for l, size in enumerate(d.spec.sizes)})
-        self.printer = MatrixNumPyPrinter(
+        # a backend's printer may name its matrix printer (PyTorch's: ``.mT``)
+        matrix = getattr(printer, "matrix_printer", MatrixNumPyPrinter)
+        self.printer = matrix(
             table(d), names, entrywise=printer, zeros="np.zeros({shape}, dtype=X.dtype)"
         )
         #: right sides computed into an array already (Delta_{l+1} W_{l+1} -> dC/dA_l)

@@ -199,7 +199,7 @@ def import_path(path: str | os.PathLike, module_name: str | None = None) -> Modu
 
 
 #: the trainers :func:`load_trainer` builds
-BACKENDS = ("numpy", "numba")
+BACKENDS = ("numpy", "numba", "torch")
 
 
 def load_trainer(
@@ -218,7 +218,8 @@ def load_trainer(
     compiled function (:mod:`symgrad.codegen.numba_backend`; compiled on the first ``fit``,
     then cached on disk beside the module). Where Numba is missing or the spec needs what it
     does not lay out, the NumPy trainer is returned and ``notice`` (a function of one line of
-    text; default: printed to stderr) is told why.
+    text; default: printed to stderr) is told why. ``backend="torch"`` builds the PyTorch
+    trainer (:mod:`symgrad.codegen.torch_backend`); a spec it does not lay out raises SpecError.
 
     Raises:
         LimitError: the model would need more memory than ``$SYMGRAD_MAX_MEMORY`` allows, or
@@ -229,12 +230,21 @@ def load_trainer(
     from .bounded import _run, module_source
 
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be numpy or numba, not {backend!r}")
+        raise ValueError(f"backend must be numpy, numba or torch, not {backend!r}")
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     check_model_memory(spec, dtype)
     prepare_cache_dir()  # before the derivation: a cache that cannot be used fails at once
-    if backend == "numba":
+    if backend == "torch":  # PyTorch tensors (symgrad.codegen.torch_backend); SpecError: refused
+        from ..codegen.torch_backend import check
+
+        check(spec)
+        if importlib.util.find_spec("torch") is None:
+            raise ImportError("backend='torch' needs PyTorch: pip install 'symgrad[torch]'")
+        producer = "symgrad.codegen.torch_backend:torch_source"
+        source = _run("module", spec, budget=budget, producer=producer)
+        module = import_module_from_source(source, f"{spec.name}_torch")
+    elif backend == "numba":
         producer = "symgrad.codegen.numba_backend:numba_module"
         source = _run("module", spec, budget=budget, producer=producer)
         said = source.rstrip().rsplit("\n", 1)[-1]
