@@ -474,8 +474,8 @@ def train(
         str,
         typer.Option(
             "--backend",
-            help="numpy, or numba (each epoch's batch loop compiled; the NumPy trainer with a "
-            "notice where unsupported).",
+            help="numpy, numba (each epoch's batch loop compiled; the NumPy trainer with a "
+            "notice where unsupported), or torch (PyTorch tensors on the CPU, no autograd).",
         ),
     ] = "numpy",
     cluster: Annotated[
@@ -527,8 +527,8 @@ def train(
                 plot_fn=_plot,
             )
         return
-    if backend not in ("numpy", "numba"):
-        _fail(f"--backend must be numpy or numba, not {backend!r}")
+    if backend not in ("numpy", "numba", "torch"):
+        _fail(f"--backend must be numpy, numba or torch, not {backend!r}")
     with _checkpoint_lock(ckpt):  # held until the model is saved
         model = load_trainer(s, backend=backend)
         extras: dict = {}

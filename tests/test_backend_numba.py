@@ -418,7 +418,7 @@ def test_cli_train_backend_numba(tmp_path):
         app, ["train", "examples/xor.yaml", "--data", str(data), "--backend", "jax"]
     )
     assert result.exit_code != 0
-    assert "--backend must be numpy or numba, not 'jax'" in result.output
+    assert "--backend must be numpy, numba or torch, not 'jax'" in result.output
 
 
 @pytest.mark.parametrize("name", ["symgrad numba", "symgrad numba fit()"])

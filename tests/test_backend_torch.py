@@ -527,3 +527,28 @@ def test_without_torch_the_cli_says_so(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.strip() == "notice: torch is not installed: the module needs it to run"
     assert out.exists()
+
+
+def test_cli_train_backend_torch_saves_what_numpy_trains(tmp_path, capsys):
+    """``symgrad train --backend torch`` trains the same parameters as the NumPy trainer (same
+    initial weights, same shuffled batches) and saves them in the file the NumPy trainer reads."""
+    from symgrad.cli import main
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4))
+    labels = np.array(["a", "b", "c"])[rng.integers(0, 3, 40)]
+    data = tmp_path / "data.csv"
+    rows = ["f1,f2,f3,f4,species"] + [",".join([*map(str, x), c]) for x, c in zip(X, labels)]
+    data.write_text("\n".join(rows) + "\n")
+    spec = str(ROOT / "examples" / "softmax_iris.yaml")
+    files = {}
+    for backend in ("numpy", "torch"):
+        out = tmp_path / f"{backend}.npz"
+        argv = ["train", spec, "--data", str(data), "--out", str(out), "--epochs", "3", "-q"]
+        assert main([*argv, "--backend", backend]) == 0
+        with np.load(out) as f:
+            files[backend] = f["theta"]
+    capsys.readouterr()
+    np.testing.assert_allclose(files["torch"], files["numpy"], rtol=0, atol=1e-12)
+    model = str(tmp_path / "torch.npz")
+    assert main(["evaluate", spec, "--model", model, "--data", str(data)]) == 0
