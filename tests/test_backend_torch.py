@@ -476,9 +476,52 @@ def test_refused_specs_name_the_key(change, key):
     assert "\n" not in str(exc.value)
 
 
-def test_refused_skip_connections():
-    with pytest.raises(SpecError, match="^layers: the torch backend does not lay out skip"):
-        torch_source(ROOT / "examples" / "residual_mlp.yaml")
+#: a node graph with skip edges (layers reading several earlier ones, concatenated) and a
+#: residual net (add), with bias on and off, penalties and momentum
+GRAPHS = {
+    "node_graph": {
+        "name": "node_graph",
+        "graph": {
+            "inputs": [1, 2],
+            "nodes": {
+                3: "tanh",
+                4: "softplus",
+                5: {"activation": "sigmoid", "bias": False},
+                6: "identity",
+                7: "identity",
+            },
+            "outputs": [6, 7],
+            "edges": [[1, 3], [2, 3], [1, 4], [2, 4], [3, 5], [3, 6], [4, 6], [5, 6]]
+            + [[3, 7], [4, 7], [5, 7]],
+        },
+        "loss": "mse",
+        "regularization": {"l2": 0.1, "l1": 0.02},
+        "optimizer": {"name": "momentum", "learning_rate": 0.05, "batch_size": 4},
+    },
+    "residual": {
+        "name": "residual",
+        "inputs": 3,
+        "layers": [
+            {"units": 4, "activation": "elu", "name": "h1"},
+            {"units": 4, "activation": "tanh", "bias": False},
+            {"units": 4, "activation": "relu", "from": ["h1", 2], "merge": "add"},
+            {"units": 3, "activation": "softmax", "from": [3, "h1", "input"]},
+        ],
+        "loss": "cross_entropy",
+        "regularization": {"l2": 0.05},
+        "optimizer": {"name": "adam", "learning_rate": 0.01, "batch_size": 4},
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_skip_connections_equal_numpy(name):
+    """Graphs (a compiled node graph; add and concat merges): two epochs, the gradient, hvp,
+    Hessian and Gauss-Newton as the NumPy trainer computes them."""
+    spec = spec_from_dict(GRAPHS[name])
+    assert spec.is_graph
+    _epochs_agree(spec, 11, 4, seed=3)
+    _derivatives_agree(spec, n=9)
 
 
 def test_cli(tmp_path, capsys):
@@ -493,10 +536,15 @@ def test_cli(tmp_path, capsys):
     )
     capsys.readouterr()
     target = str(tmp_path / "r.py")
-    code = main(["generate", "examples/residual_mlp.yaml", "-o", target, "--backend", "torch"])
+    refused = tmp_path / "lbfgs.yaml"
+    refused.write_text(
+        "name: lbfgs\ninputs: 2\nlayers: [{units: 1, activation: sigmoid}]\nloss: log_loss\n"
+        "optimizer: {name: lbfgs}\n"
+    )
+    code = main(["generate", str(refused), "-o", target, "--backend", "torch"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("symgrad: error: layers: ") and "Traceback" not in err
+    assert err.startswith("symgrad: error: optimizer.name: ") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
 
 

@@ -124,7 +124,10 @@ class _Sweep:
         # a backend's printer may name its matrix printer (PyTorch's: ``.mT``)
         matrix = getattr(printer, "matrix_printer", MatrixNumPyPrinter)
         self.printer = matrix(
-            table(d), names, entrywise=printer, zeros="np.zeros({shape}, dtype=X.dtype)"
+            table(d),
+            names,
+            entrywise=printer,
+            zeros=getattr(printer, "zeros_code", "np.zeros({shape}, dtype=X.dtype)"),
         )
         #: right sides computed into an array already (Delta_{l+1} W_{l+1} -> dC/dA_l)
         self.known: dict = {}

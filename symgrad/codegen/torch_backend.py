@@ -20,21 +20,23 @@ weights and each epoch's batch order are drawn exactly as the NumPy trainer draw
 two trainers agree), for reading NumPy inputs and for the ``.npz`` files ``save`` writes: the
 same format the NumPy trainer reads and writes.
 
-Supported: chains of dense layers (with or without bias) with element-wise activations (custom
-ones too) and a softmax output, every loss, L2 and L1 (proximal step), the first-order
+Supported: dense layers (with or without bias) with element-wise activations (custom ones too)
+and a softmax output, in chains or with skip connections (``from``, ``merge``: concat is
+``torch.cat``, add a sum; node graphs compile to these; the R-operator lines of a graph are the
+NumPy trainer's, printed for torch), every loss, L2 and L1 (proximal step), the first-order
 optimisers with element-wise updates (gd, sgd, momentum, nesterov, adagrad, rmsprop, adam) and
 Newton (``templates/torch/newton.py.jinja``: the exact solve with its damping shift up to
 NEWTON_EXACT_MAX parameters, conjugate gradients on ``hvp`` above), float64 and float32;
 ``hvp``, ``hessian`` (R-operator sweeps over the identity), ``gauss_newton``. Refused with a
-one-line :class:`~symgrad.errors.SpecError` naming the spec key: skip connections
-(``layers``), a softmax hidden layer (``layers[i].activation``), a curvature optimiser without
-a torch template (L-BFGS, trust region: ``optimizer.name``).
+one-line :class:`~symgrad.errors.SpecError` naming the spec key: a softmax hidden layer
+(``layers[i].activation``), a curvature optimiser without a torch template (L-BFGS, trust
+region: ``optimizer.name``).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 
@@ -108,12 +110,6 @@ def _check_optimizer(name: str) -> None:
 
 def check(spec: Spec) -> None:
     """Refuse what the torch backend does not lay out, naming the spec's key (one line)."""
-    if spec.is_graph:
-        raise SpecError(
-            "layers",
-            "the torch backend does not lay out skip connections (from/merge); use the numpy "
-            "backend",
-        )
     for i, layer in enumerate(spec.layers[:-1]):
         if layer.activation == "softmax":
             raise SpecError(
@@ -125,10 +121,16 @@ def check(spec: Spec) -> None:
 
 @dataclass
 class TorchLayer:
-    """A layer's printed kernels: its activation, and f' where backpropagation reads it."""
+    """A layer's printed kernels: its activation, and f' where backpropagation reads it; with
+    skip connections what it reads (``inp``: ``X``, ``a_s`` or its merged ``u_l``, and the
+    merge's right side ``merged``) and, per source layer s > 0, the block of W_l that reads it
+    and whether this layer is the last to read it (it starts dC/dA_s)."""
 
     f: str
     df: str = ""
+    inp: str = ""
+    merged: str = ""
+    back: list = field(default_factory=list)
 
 
 def _layers(d) -> list[TorchLayer]:
@@ -138,6 +140,24 @@ def _layers(d) -> list[TorchLayer]:
         names = {"z": f"z_{l}", "a": f"a_{l}", "y": "Y", "logsumexp": "lse"}
         p = TorchPrinter(names)
         ctx = TorchLayer(p.expression(kernels.kernel(d, f"act.{l}.f")))
+        src = d.spec.sources[l - 1]
+        name = {0: "X"} | {s: f"a_{s}" for s in range(1, l)}
+        ctx.inp = name[src[0]]
+        if len(src) > 1:
+            ctx.inp = f"u_{l}"
+            if d.spec.layers[l - 1].merge == "add":
+                ctx.merged = " + ".join(name[s] for s in src)
+            else:
+                ctx.merged = f"torch.cat(({', '.join(name[s] for s in src)}), dim=-1)"
+        lo = 0
+        for s in src:
+            width = d.spec.sizes[s]
+            whole = len(src) == 1 or d.spec.layers[l - 1].merge == "add"
+            block = f"self.W_{l}" if whole else f"self.W_{l}[:, {lo}:{lo + width}]"
+            lo += width
+            if s > 0:
+                last = l == max(j for j, r in enumerate(d.spec.sources, 1) if s in r)
+                ctx.back.append((s, block, last))
         if l < d.depth:
             df = kernels.kernel(d, f"act.{l}.df")
             ctx.df = "" if df == 1 else p.expression(df)  # f' = 1 multiplies nothing

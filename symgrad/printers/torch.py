@@ -116,7 +116,9 @@ class TorchPrinter(NumPyPrinter):
 
 class MatrixTorchPrinter(MatrixNumPyPrinter):
     """The matrix forms as PyTorch code: ``@`` broadcasts over k directions as NumPy's does; a
-    transpose of a batched array is ``.mT``."""
+    transpose of a batched array is ``.mT``; blocks ``[A | B]`` are ``torch.concatenate``."""
+
+    module = "torch"
 
     def _piece(self, e):
         if isinstance(e, sp.Transpose) and self.batched(e.arg):
@@ -125,3 +127,5 @@ class MatrixTorchPrinter(MatrixNumPyPrinter):
 
 
 TorchPrinter.matrix_printer = MatrixTorchPrinter
+#: a zero block of a skip connection's merged R{U_l} (R{X} = 0), on the input's device
+TorchPrinter.zeros_code = "torch.zeros({shape}, dtype=X.dtype, device=X.device)"
