@@ -192,6 +192,19 @@ def test_verify_traces_a_graph_with_skips_node_by_node():
     assert len(chain.args) == 3
 
 
+#: a chain of 100 single nodes (different parents each): more layers than a spec may have
+CHAIN_OF_100 = {
+    "name": "long",
+    "graph": {
+        "inputs": [1],
+        "nodes": {j: "tanh" for j in range(2, 102)},
+        "outputs": [101],
+        "edges": [[j - 1, j] for j in range(2, 102)],
+    },
+    "loss": "mse",
+}
+
+
 def _with(**changes):
     spec = copy.deepcopy(SKIPS)
     spec["graph"].update(changes)
@@ -227,6 +240,16 @@ def _edges(*drop, add=()):
         (_with(edges=[[1, 2, 3]]), "graph.edges[0]", ""),
         (_with(bias="yes"), "graph.bias", ""),
         ({**SKIPS, "inputs": 2}, "inputs", "remove inputs"),
+        ({**SKIPS, "graph": [1, 2]}, "graph", "expected a mapping {inputs, nodes"),
+        (_with(nodes={**SKIPS["graph"]["nodes"], 4: 5}), "graph.nodes", "node 4: expected an"),
+        (
+            _with(nodes={**SKIPS["graph"]["nodes"], 4: {"activation": "tanh", "colour": 1}}),
+            "graph.nodes",
+            "node 4: colour: unknown key",
+        ),
+        (_with(nodes={**SKIPS["graph"]["nodes"], "four": "tanh"}), "graph.nodes", "'four'"),
+        (_with(nodes={**SKIPS["graph"]["nodes"], True: "tanh"}), "graph.nodes", "got True"),
+        (CHAIN_OF_100, "graph", "more than 64 layers"),
     ],
 )
 def test_bad_graphs_are_one_line_errors_naming_the_key(spec, path, words):

@@ -206,6 +206,18 @@ def compile_graph(
         keyed.setdefault((nodes[j], frozenset(parents[j])), []).append(j)
     groups = [tuple(g) for g in keyed.values()]
     reads = {frozenset(parents[j]) for j in nodes}
+
+    def too_many() -> None:
+        # checked as the groups grow (a split only adds groups): the loop stays short
+        if len(groups) + 1 > MAX_GRAPH_LAYERS:
+            raise SpecError(
+                "graph",
+                f"the nodes group into more than {MAX_GRAPH_LAYERS} layers (nodes with the same "
+                "activation, bias and parents share one, and a group some node reads in part is "
+                f"split); at most {MAX_GRAPH_LAYERS}",
+            )
+
+    too_many()
     changed = True
     while changed:
         changed = False
@@ -219,12 +231,7 @@ def compile_graph(
                 else:
                     split.append(g)
             groups = split
-    if len(groups) + 1 > MAX_GRAPH_LAYERS:
-        raise SpecError(
-            "graph",
-            f"the nodes group into {len(groups) + 1} layers (nodes with the same activation, bias "
-            f"and parents share one); at most {MAX_GRAPH_LAYERS}",
-        )
+            too_many()
     # order the groups: each after the groups it reads, smallest node first; outputs last
     where = {j: n for n, g in enumerate(groups) for j in g}
     needs = [{where[i] for i in parents[g[0]] if i in where} for g in groups]

@@ -250,13 +250,33 @@ class Graph(_Strict):
     edges: list[tuple[StrictInt, StrictInt]]
     bias: StrictBool = True
 
-    @field_validator("nodes")
+    @field_validator("nodes", mode="before")
     @classmethod
-    def _node_numbers(cls, v: dict[int, Any]) -> dict[int, Any]:
-        for j in v:
-            if not 1 <= j <= 10**9:
-                raise ValueError(f"node numbers are integers from 1 to 10^9, got {j}")
-        return v
+    def _nodes(cls, v: Any) -> Any:
+        """Node numbers (integers from 1 to 10^9) -> an activation name or a node mapping,
+        each refused with the node it is about."""
+        if not isinstance(v, dict):
+            return v  # pydantic says what a mapping should be
+        out: dict[int, Any] = {}
+        for key, node in v.items():
+            j = key
+            if isinstance(key, str) and key.isdigit() and len(key) <= 10:
+                j = int(key)
+            if isinstance(j, bool) or not isinstance(j, int) or not 1 <= j <= 10**9:
+                raise ValueError(f"node numbers are integers from 1 to 10^9, got {key!r}")
+            if isinstance(node, dict):
+                try:
+                    node = GraphNode.model_validate(node)
+                except ValidationError as exc:
+                    where, msg = _describe(exc.errors()[0])
+                    raise ValueError(f"node {j}: {where}: {msg}") from None
+            elif not isinstance(node, str):
+                raise ValueError(
+                    f"node {j}: expected an activation name or a mapping "
+                    f"{{activation, alpha, bias}}, got {node!r}"
+                )
+            out[j] = node
+        return out
 
     @field_validator("inputs", "outputs", "edges")
     @classmethod
@@ -729,6 +749,8 @@ def _compile_graph(raw: dict) -> tuple[dict, tuple[tuple[int, ...], ...]]:
     for key in ("inputs", "layers"):
         if key in raw:
             raise SpecError(key, f"a spec with a graph compiles its {key} from it; remove {key}")
+    if not isinstance(raw["graph"], dict):
+        raise SpecError("graph", "expected a mapping {inputs, nodes, outputs, edges, bias}")
     try:
         graph = Graph.model_validate(raw["graph"])
     except ValidationError as exc:
