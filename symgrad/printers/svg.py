@@ -145,7 +145,7 @@ def _nodes_svg(spec: Spec, id_prefix: str) -> str:
                     lift = top - 10 - (l - s - 1) * 4
                     lines.append(
                         f'<path class="sg-edge" fill="none" d="M {_num(x1 + r)} {_num(y1)} Q '
-                        f'{_num((x1 + x2) / 2)} {_num(2 * lift - (y1 + y2) / 2)} '
+                        f"{_num((x1 + x2) / 2)} {_num(2 * lift - (y1 + y2) / 2)} "
                         f'{_num(x2 - r)} {_num(y2)}"><title>{_e(tip)}</title></path>'
                     )
                     continue
