@@ -52,7 +52,9 @@ CHILD_MEMORY_BYTES = 4 * 2**30
 CHILD_GRACE_SECONDS = 5.0
 #: Formats of :func:`derivation_text`.
 FORMATS = ("latex", "markdown", "text", "html")
-#: the notations a derivation can be printed in (``auto``: seed 002's for a node graph)
+#: the notations a derivation can be printed in (``auto``: seed 002's for a node graph); the
+#: same as ``derivation.nodes.NOTATIONS``, not imported from there so that this module (and the
+#: CLI's argument checks) does not load SymPy (tests/test_graph.py checks they agree)
 NOTATIONS = ("auto", "symgrad", "seed002")
 
 _CACHE: OrderedDict[tuple, str] = OrderedDict()
