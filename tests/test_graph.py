@@ -410,3 +410,26 @@ def test_the_notations_are_one_list():
     from symgrad.runtime import bounded
 
     assert bounded.NOTATIONS == nodes.NOTATIONS
+
+
+def test_the_stated_graph_limits():
+    from symgrad.spec.graph import MAX_GRAPH_EDGES, MAX_GRAPH_NODES
+
+    many = {j: "tanh" for j in range(2, MAX_GRAPH_NODES + 2)}
+    err = spec_error(
+        {
+            "name": "many",
+            "graph": {"inputs": [1], "nodes": many, "outputs": [2], "edges": [[1, 2]]},
+            "loss": "mse",
+        }
+    )
+    assert err.path == "graph" and f"at most {MAX_GRAPH_NODES} nodes" in err.message
+    edges = [[1, 2]] * (MAX_GRAPH_EDGES + 1)
+    err = spec_error(
+        {
+            "name": "dense",
+            "graph": {"inputs": [1], "nodes": {2: "tanh"}, "outputs": [2], "edges": edges},
+            "loss": "mse",
+        }
+    )
+    assert err.path == "graph.edges" and f"at most {MAX_GRAPH_EDGES} edges" in err.message
