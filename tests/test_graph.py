@@ -328,7 +328,7 @@ def _compiles_to_the_graph(spec: dict, seed: int) -> None:
     assert np.max(np.abs(model.gradient_flat(X, Y) - fd)) < 1e-6
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(graphs(), st.integers(0, 100))
 def test_random_graphs_compile_to_the_graph(spec, seed):
     _compiles_to_the_graph(spec, seed)
