@@ -149,12 +149,9 @@ def _layers(d) -> list[TorchLayer]:
                 ctx.merged = " + ".join(name[s] for s in src)
             else:
                 ctx.merged = f"torch.cat(({', '.join(name[s] for s in src)}), dim=-1)"
-        lo = 0
-        for s in src:
-            width = d.spec.sizes[s]
-            whole = len(src) == 1 or d.spec.layers[l - 1].merge == "add"
-            block = f"self.W_{l}" if whole else f"self.W_{l}[:, {lo}:{lo + width}]"
-            lo += width
+        fan_in = d.spec.fan_ins[l - 1]
+        for s, lo, hi in d.spec.blocks(l):
+            block = f"self.W_{l}" if hi - lo == fan_in else f"self.W_{l}[:, {lo}:{hi}]"
             if s > 0:
                 last = l == max(j for j, r in enumerate(d.spec.sources, 1) if s in r)
                 ctx.back.append((s, block, last))

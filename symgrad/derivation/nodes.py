@@ -41,16 +41,6 @@ class NodeNotationError(SymgradError):
     """The spec cannot be traced node by node (too many nodes, or a vector activation)."""
 
 
-def numbering(sizes: list[int]) -> list[list[int]]:
-    """Node numbers per layer of a layer spec, inputs first: ``[1, 2, 2, 1]`` gives
-    ``[[1], [2, 3], [4, 5], [6]]``."""
-    out, k = [], 1
-    for n in sizes:
-        out.append(list(range(k, k + n)))
-        k += n
-    return out
-
-
 def _name(stem: str, *ids: int, total: int) -> sp.Symbol:
     """The node symbol ``stem`` with subscript ``ids`` (``W_46``; ``W_{10,11}`` where some node
     number has two digits or more, ``total`` the largest).
@@ -70,8 +60,7 @@ class Nodes:
 
     def __init__(self, d: Derivation) -> None:
         spec = d.spec
-        groups = getattr(spec, "node_groups", None)
-        self.layers = [list(g) for g in groups] if groups else numbering(spec.sizes)
+        self.layers = spec.node_numbers
         count = sum(len(layer) for layer in self.layers)
         if count > MAX_NODES:
             raise NodeNotationError(
@@ -90,7 +79,7 @@ class Nodes:
             )
         total = max(j for layer in self.layers for j in layer)
         self.total = total
-        self.sources = list(spec.sources)
+        self.spec = spec
         self.calc = d.layers  # LayerCalculus per layer (1-based index = position + 1)
         self.loss = d.loss
         nodes = [j for layer in self.layers for j in layer]
@@ -102,7 +91,7 @@ class Nodes:
         self.b: dict[int, sp.Symbol] = {}
         for l in range(1, len(self.layers)):
             for j in self.layers[l]:
-                for s in self.sources[l - 1]:
+                for s in spec.sources[l - 1]:
                     for i in self.layers[s]:
                         self.W[i, j] = _name("W", i, j, total=total)
                 if d.layers[l - 1].bias:
@@ -110,11 +99,9 @@ class Nodes:
 
     def column(self, i: int, j: int) -> int:
         """The column of layer l's weight matrix (l node j's layer) that reads node i."""
-        offset = 0
-        for s in self.sources[self.layer_of(j) - 1]:
+        for s, lo, _ in self.spec.blocks(self.layer_of(j)):
             if i in self.layers[s]:
-                return offset + self.layers[s].index(i)
-            offset += len(self.layers[s])
+                return lo + self.layers[s].index(i)
         raise KeyError((i, j))
 
     def parents(self, j: int) -> list[int]:

@@ -69,15 +69,6 @@ def _by_edges(spec: Spec) -> bool:
     return not any(layer.merge == "add" and layer.sources for layer in spec.layers)
 
 
-def node_numbers(sizes: list[int]) -> list[list[int]]:
-    """Seed 002's node numbers: 1, 2, ... through the layers from the input (for small nets)."""
-    out, k = [], 1
-    for n in sizes:
-        out.append(list(range(k, k + n)))
-        k += n
-    return out
-
-
 def network_svg(spec: Spec, id_prefix: str = "net") -> str:
     """The network of ``spec`` as an SVG document (a string); see the module docstring. A
     network with skip connections is drawn as layer boxes, each skip an arc under them."""
@@ -114,7 +105,7 @@ def _nodes_svg(spec: Spec, id_prefix: str) -> str:
     """Nodes and edges: a node graph with its own node numbers, a layer spec numbered like seed
     002; an edge that skips layers is drawn as a curve above the columns it passes."""
     sizes = spec.sizes
-    numbers = [list(g) for g in spec.node_groups] if spec.node_groups else node_numbers(sizes)
+    numbers = spec.node_numbers
     r, col, row, top, left = 17.0, 170.0, 70.0, 46.0, 60.0
     if spec.is_graph:
         top += 22.0  # room for the skip curves under the captions

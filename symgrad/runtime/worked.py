@@ -193,7 +193,7 @@ def worked_example(spec: Spec, X=None, Y=None) -> WorkedExample:
     for l in range(L - 1, 0, -1):
         readers = _readers(spec, l)
         back = sum(params[f"W_{k}"][:, cols].T @ deltas[k] for k, cols in readers)
-        if [k for k, _ in readers] == [l + 1] and readers[0][1] == slice(None):
+        if [k for k, _ in readers] == [l + 1] and readers[0][1] == slice(0, spec.fan_ins[l]):
             label = f"\\left((W^{{({l + 1})}})^T \\delta^{{({l + 1})}}\\right)"
             note = f"sample 1: the sum over the units of layer {l + 1}."
         else:
@@ -290,16 +290,12 @@ def _reads(spec: Spec, acts: list, l: int) -> np.ndarray:
 
 def _readers(spec: Spec, l: int) -> list[tuple[int, slice]]:
     """The layers k reading layer l, each with the columns of W_k that read it."""
-    sizes, out = spec.sizes, []
-    for k, src in enumerate(spec.sources[l:], l + 1):
-        if l not in src:
-            continue
-        if spec.layers[k - 1].merge == "add" or len(src) == 1:
-            out.append((k, slice(None)))
-            continue
-        start = sum(sizes[s] for s in src[: src.index(l)])
-        out.append((k, slice(start, start + sizes[l])))
-    return out
+    return [
+        (k, slice(lo, hi))
+        for k in range(l + 1, len(spec.layers) + 1)
+        for s, lo, hi in spec.blocks(k)
+        if s == l
+    ]
 
 
 def _step_keys(spec: Spec) -> tuple[str, ...]:

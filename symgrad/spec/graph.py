@@ -61,19 +61,6 @@ class Compiled:
     sources: tuple[tuple[int, ...], ...]
     layers: tuple[dict[str, Any], ...]
 
-    def layer_of(self, node: int) -> int:
-        return next(l for l, group in enumerate(self.groups) if node in group)
-
-    def column(self, parent: int, child: int) -> int:
-        """The column of ``W_l`` (l the child's layer) that reads node ``parent``."""
-        l = self.layer_of(child)
-        offset = 0
-        for s in self.sources[l - 1]:
-            if parent in self.groups[s]:
-                return offset + self.groups[s].index(parent)
-            offset += len(self.groups[s])
-        raise KeyError((parent, child))
-
 
 def _cycle(children: dict[int, list[int]], left: set[int]) -> list[int]:
     """One directed cycle among the nodes ``left`` (each of which lies on or leads to one)."""

@@ -413,11 +413,37 @@ class Spec(_Strict):
         """Whether some layer reads anything but the layer below (a skip connection)."""
         return any(src != (l - 1,) for l, src in enumerate(self.sources, 1))
 
+    def blocks(self, l: int) -> list[tuple[int, int, int]]:
+        """The columns of W_l that read each of layer l's sources, in ``from`` order:
+        ``(source, lo, hi)``; a concatenation gives each source its own block, ``add`` the
+        whole fan-in to every source."""
+        out, lo = [], 0
+        for s in self.sources[l - 1]:
+            if self.layers[l - 1].merge == "add":
+                out.append((s, 0, self.fan_ins[l - 1]))
+            else:
+                out.append((s, lo, lo + self.sizes[s]))
+                lo += self.sizes[s]
+        return out
+
     # -- node graphs ---------------------------------------------------------------------
     @property
     def node_groups(self) -> tuple[tuple[int, ...], ...] | None:
         """For a node graph, its node numbers per layer (input nodes first, outputs last)."""
         return None if self.graph is None else self.graph.compile().groups
+
+    @property
+    def node_numbers(self) -> list[list[int]]:
+        """Node numbers per layer, inputs first: a node graph's own, else seed 002's count from
+        the inputs up (``sizes [1, 2, 2, 1]`` give ``[[1], [2, 3], [4, 5], [6]]``)."""
+        groups = self.node_groups
+        if groups is not None:
+            return [list(g) for g in groups]
+        out, k = [], 1
+        for n in self.sizes:
+            out.append(list(range(k, k + n)))
+            k += n
+        return out
 
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict[str, Any]:

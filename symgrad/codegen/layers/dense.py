@@ -160,15 +160,9 @@ def _graph(ctx: Dense, d, cite: Citations) -> None:
     ctx.merged = len(src) > 1
     name = {0: "x"} | {s: f"a_{s}" for s in range(1, l)}
     ctx.inp = f"u_{l}" if ctx.merged else name[src[0]]
-    lo = 0
-    for s in src:
-        hi = lo + spec.sizes[s]
-        if ctx.merge == "add":
-            lo, hi = 0, ctx.fan_in
+    for s, lo, hi in spec.blocks(l):
         first = l == max(j for j, srcs in enumerate(sources, 1) if s in srcs)
-        whole = not ctx.merged or ctx.merge == "add"
-        ctx.srcs.append((s, name[s], lo, hi, first, whole))
-        lo = hi
+        ctx.srcs.append((s, name[s], lo, hi, first, hi - lo == ctx.fan_in))
     # backward: each source layer's term delta_l W_l[s]; the sources of an add merge share one
     # product, computed once (into the delta of a source this layer initialises) and copied
     # into or added to the others

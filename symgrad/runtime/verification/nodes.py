@@ -196,9 +196,7 @@ def _delta_values(ctx: Context, g: Nodes, node: sp.Symbol) -> list[float]:
     # columns of W_k that read layer l
     total = np.zeros(len(ctx.state.X))
     for k in range(l + 1, len(g.layers)):
-        offset = 0
-        for s in g.sources[k - 1]:
+        for s, lo, _ in g.spec.blocks(k):
             if s == l:
-                total += np.asarray(deltas[k]) @ ctx.state.W[k][:, offset + u]
-            offset += len(g.layers[s])
+                total += np.asarray(deltas[k]) @ ctx.state.W[k][:, lo + u]
     return list(total)
