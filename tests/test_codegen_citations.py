@@ -74,9 +74,9 @@ def test_a_citation_keeps_its_key_when_numbers_repeat_on_a_line():
     """Two cites of different equations on one line are two entries, each with its own key."""
     source, citations = generate_with_citations(ROOT / "examples" / "xor.yaml")
     d = symgrad.derive(symgrad.load_spec(ROOT / "examples" / "xor.yaml"))
-    line = next(i for i, text in enumerate(source.split("\n"), 1) if "z_1 = x W_1^T" in text)
+    line = next(i for i, text in enumerate(source.split("\n"), 1) if "Z_1 = X*W_1.T" in text)
     assert [k for n, k in citations if n == line] == ["forward.1", "act.1.f"]
-    assert f"# ({d.eq('forward.1')}), ({d.eq('act.1.f')}) z_1 = x W_1^T + b_1" in source
+    assert f"# ({d.eq('forward.1')}), ({d.eq('act.1.f')}) Z_1 = X*W_1.T + ones_m*b_1" in source
 
 
 def test_markers_are_as_long_as_the_numbers_they_stand_for():

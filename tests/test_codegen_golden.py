@@ -163,7 +163,7 @@ def test_a_citation_names_the_key_not_a_fixed_number():
         d = symgrad.derive(spec)
         source, _ = render(d, "net.yaml")
         forward = d.eq("forward.1")
-        assert f"# ({forward}), ({d.eq('act.1.f')}) z_1 = x W_1^T + b_1" in source
+        assert f"# ({forward}), ({d.eq('act.1.f')}) Z_1 = X*W_1.T + ones_m*b_1" in source
         assert f'"""The forward pass ({forward})' in source
 
 

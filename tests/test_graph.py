@@ -402,7 +402,7 @@ def test_the_trace_is_numbered_apart_so_the_code_s_citations_hold():
     assert traced.eq("node.Y.1") == "N1" and traced.eq("node.E") == "N12"
     assert r"\tag{N1}" in derivation_text(spec, "latex")
     module = Path("generated/seed002_nodes.py").read_text(encoding="utf-8")
-    assert f"# ({plain.eq('forward.1')}), ({plain.eq('act.1.f')}) z_1 = x W_1^T" in module
+    assert f"# ({plain.eq('forward.1')}), ({plain.eq('act.1.f')}) Z_1 = X*W_1.T" in module
 
 
 def test_the_notations_are_one_list():

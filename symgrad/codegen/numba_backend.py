@@ -25,12 +25,16 @@ import sympy as sp
 from .. import optimizers
 from ..calculus import logsumexp
 from ..derivation import derive
+from ..derivation import notation as nt
 from ..optimizers.base import Update, eta, g, t, theta, u
+from ..printers.matrix_numpy import text
 from ..printers.numpy import NumPyPrinter, stable_rewrite
 from ..printers.pylayout import layout
 from ..spec import Spec, load_spec
 from . import kernels
 from .generate import check_compiles, render
+from .layers.dense import AUGMENTED
+from .products import SCALE, LoweringError, Products
 from .regulariser import smooth_gradient
 from .step import _hyper_values
 
@@ -178,6 +182,15 @@ def _scalar_update(opt, step, spec, d) -> list[str]:
     return o
 
 
+def _pass_names(d, l: int) -> dict[str, str]:
+    """Matrix symbol name -> the array of ``_epoch`` that holds it, for layer l."""
+    names = {nt.A(0).name: "x", nt.W(l).name: f"W_{l}", nt.Delta(l).name: f"D_{l}"}
+    names.update({nt.A(s).name: f"A_{s}" for s in range(1, l)})
+    if d.layers[l - 1].bias:
+        names[nt.B(l).name] = f"b_{l}"
+    return names
+
+
 def _epoch_source(d, context: dict) -> str:
     spec = d.spec
     L = d.depth
@@ -234,14 +247,23 @@ def _epoch_source(d, context: dict) -> str:
     o.append("        else:")
     o.append("            x = X[lo : lo + m]")
     o.append("            Y = Y_all[lo : lo + m]")
+    prods = [Products(d, _pass_names(d, l)) for l in range(1, L + 1)]
     for l, c in enumerate(ctxs, start=1):
         units = c.units
-        src = "x" if l == 1 else f"A_{l - 1}"
-        w = f"Wb_{l}" if c.bias and l > 1 else f"W_{l}"
-        plus = " + b_1[j]" if c.bias and l == 1 else ""
-        link = "no bias" if not c.bias else ("+ b_1" if l == 1 else "[W | b] on [a | 1]")
-        o.append(f"        # act.{l}.f: z_{l} = a_{l - 1} W_{l}^T ({link}), a_{l} = f_{l}(z_{l})")
-        o.append(f"        np.dot({src}, {w}.T, Z_{l})")
+        prod = prods[l - 1]
+        lhs, rhs = d.equation(f"forward.{l}").matrix
+        then = f"then {text(nt.A(l))} = f_{l}({text(lhs)})"
+        if c.bias and l > 1:  # the rows [W_l | b_l] on [a_{l-1} | 1]: one product
+            eq = f"{text(lhs)} = {text(rhs)}{AUGMENTED % (l - 1, l, l)}"
+            o.append(f"        # forward.{l}, act.{l}.f: {eq}, {then}")
+            line = prod.folded_forward(l, (f"A_{l - 1}", f"Wb_{l}")).format(target=f"Z_{l}")
+            plus = ""
+        else:  # the bias rows broadcast are added in the activation's loop
+            o.append(f"        # forward.{l}, act.{l}.f: {text(lhs)} = {text(rhs)}, {then}")
+            product, rows = prod.forward_parts(l)
+            line = prod.into(f"Z_{l}", product)
+            plus = "".join(f" + {prod.code(r)}[j]" for r in rows)
+        o.append(f"        {line}")
         f = p.scalar(_unit_kernel(d, f"act.{l}.f", vector=c.softmax))
         o.append("        for r in range(m):")
         if c.softmax:
@@ -282,10 +304,18 @@ def _epoch_source(d, context: dict) -> str:
     o.append(f"                D_{L}[r, j] = ({delta}) * scale")
     for l in range(L, 0, -1):
         c = ctxs[l - 1]
-        src = "x" if l == 1 else f"A_{l - 1}"
-        w = f"Wb_{l}" if c.bias and l > 1 else f"W_{l}"
-        o.append(f"        np.dot(D_{l}.T, {src}, g{w})")
+        prod = prods[l - 1]
+        o.append(f"        # grad.W.{l}, grad.b.{l}: the data terms, times m*scale")
+        if c.bias and l > 1:  # [gW_l | gb_l] = D_l^T [a_{l-1} | 1]
+            pair = (f"A_{l - 1}", f"gWb_{l}")
+            o += [f"        {line}" for line in prod.gradients(l, ("", ""), augmented=pair)]
+        else:
+            o += [f"        {line}" for line in prod.gradients(l, (f"gW_{l}", None))]
         if c.bias and l == 1:
+            # grad.b.1's data term, 1^T D_1, is a sum over the batch (add.reduce in NumPy)
+            pb = prod.scaled(prod.data_term("grad.b.1", 1), nt.m * SCALE)
+            if not prod.into("gb_1", pb).startswith("np.add.reduce(D_1,"):
+                raise LoweringError(f"grad.b.1 is not a sum over the batch: {pb}")
             # the column sums row by row, as NumPy's add.reduce over axis 0 adds them (and
             # along memory: summing one column at a time strides and cost 25x)
             o.append("        gb_1[:] = 0")
@@ -294,8 +324,15 @@ def _epoch_source(d, context: dict) -> str:
             o.append("                gb_1[j] += D_1[r, j]")
         if l > 1:
             df = p.scalar(_unit_kernel(d, f"act.{l - 1}.df"))
-            o.append(f"        # act.{l - 1}.df: delta_{l - 1} = f'_{l - 1} * (delta_{l} W_{l})")
-            o.append(f"        np.dot(D_{l}, {w}, B_{l})")
+            lhs, rhs = d.equation(f"backprop.{l - 1}").matrix
+            if not isinstance(rhs, sp.HadamardProduct):
+                raise LoweringError(f"backprop.{l - 1} is not f' times dC/dA: {rhs}")
+            o.append(f"        # backprop.sum.{l - 1}, backprop.{l - 1}: {text(lhs)} = {text(rhs)}")
+            if c.bias:  # B_l = D_l [W_l | b_l] (its last column unused)
+                line = prod.folded_backprop(l, l - 1, (f"D_{l}", f"Wb_{l}"), f"B_{l}")
+            else:
+                line = prod.into(f"B_{l}", prod.backprop(l, l - 1))
+            o.append(f"        {line}")
             o.append("        for r in range(m):")
             o.append(f"            for j in range({sizes[l - 1]}):")
             o.append(f"                z = Z_{l - 1}[r, j]")

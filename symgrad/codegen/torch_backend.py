@@ -43,15 +43,19 @@ import sympy as sp
 from .. import optimizers
 from .._paths import template_root
 from ..derivation import derive
+from ..derivation import notation as nt
+from ..derivation.graph import Wblock
 from ..errors import SpecError
 from ..optimizers.base import Update, eta, g, t, theta, u
 from ..optimizers.newton import p
+from ..printers.matrix_numpy import text
 from ..printers.pylayout import layout
-from ..printers.torch import TorchPrinter
+from ..printers.torch import MatrixTorchPrinter, TorchPrinter
 from ..spec import Spec
 from . import kernels
 from .backend import Backend
 from .generate import TEMPLATE, _environment, build_context, check_compiles, spec_and_file
+from .products import SCALE, Products
 from .regulariser import smooth_gradient
 from .step import _hyper_values
 
@@ -121,19 +125,29 @@ def check(spec: Spec) -> None:
 
 @dataclass
 class TorchLayer:
-    """A layer's printed kernels: its activation, and f' where backpropagation reads it; with
-    skip connections what it reads (``inp``: ``X``, ``a_s`` or its merged ``u_l``, and the
-    merge's right side ``merged``) and, per source layer s > 0, the block of W_l that reads it
-    and whether this layer is the last to read it (it starts dC/dA_s)."""
+    """A layer's printed kernels and products: its activation, and f' where backpropagation
+    reads it; its forward product ``z`` (forward.l), the data terms of its gradients times m
+    scale (``grad_w``, ``grad_b``), and with skip connections what it reads (``inp``: ``X``,
+    ``a_s`` or its merged ``u_l``, and the merge's right side ``merged``, input.l); per source
+    layer s > 0 its term of dC/dA_s times scale (backprop.sum.s) and whether this layer is the
+    last to read it (it starts dC/dA_s). Every product is printed from the equation's matrix
+    form (:mod:`.products`)."""
 
     f: str
     df: str = ""
     inp: str = ""
     merged: str = ""
+    z: str = ""
+    grad_w: str = ""
+    grad_b: str = ""
     back: list = field(default_factory=list)
+    eq_merged: str = ""
+    eq_forward: str = ""
+    eq_grad: str = ""
+    eq_back: str = ""
 
 
-def _layers(d) -> list[TorchLayer]:
+def _layers(d, cite) -> list[TorchLayer]:
     out = []
     for layer in d.layers:
         l = layer.index
@@ -143,21 +157,55 @@ def _layers(d) -> list[TorchLayer]:
         src = d.spec.sources[l - 1]
         name = {0: "X"} | {s: f"a_{s}" for s in range(1, l)}
         ctx.inp = name[src[0]]
+        table = {nt.A(s).name: code for s, code in name.items()}
+        table |= {nt.W(l).name: f"self.W_{l}", nt.Delta(l).name: f"delta_{l}"}
+        if layer.bias:
+            table[nt.B(l).name] = f"self.b_{l}"
         if len(src) > 1:
             ctx.inp = f"u_{l}"
-            if d.spec.layers[l - 1].merge == "add":
-                ctx.merged = " + ".join(name[s] for s in src)
-            else:
-                ctx.merged = f"torch.cat(({', '.join(name[s] for s in src)}), dim=-1)"
+            table[d.equation(f"input.{l}").matrix[0].name] = ctx.inp
         fan_in = d.spec.fan_ins[l - 1]
+        blocks = []
         for s, lo, hi in d.spec.blocks(l):
             block = f"self.W_{l}" if hi - lo == fan_in else f"self.W_{l}[:, {lo}:{hi}]"
-            if s > 0:
+            if s > 0 and d.graph:
+                table[Wblock(l, s).name] = block
                 last = l == max(j for j, r in enumerate(d.spec.sources, 1) if s in r)
-                ctx.back.append((s, block, last))
+                blocks.append((s, last))
+        prod = Products(d, table)
+        if len(src) > 1:
+            lhs, rhs = d.equation(f"input.{l}").matrix
+            ctx.merged = prod.matrix(rhs, MatrixTorchPrinter)
+            ctx.eq_merged = f"{cite(f'input.{l}')} {prod.text(lhs)} = {prod.text(rhs)}"
+        lhs, rhs = d.equation(f"forward.{l}").matrix
+        ctx.z = prod.matrix(rhs, MatrixTorchPrinter)
+        eqs = cite(f"forward.{l}", "forward") + ", " + cite(f"act.{l}.f", "forward.layers")
+        then = f"then {text(nt.A(l))} = f_{l}({text(lhs)})"
+        ctx.eq_forward = f"{eqs} {text(lhs)} = {text(rhs)}, {then}"
+        grads = [prod.scaled(prod.data_term(f"grad.W.{l}", l), nt.m * SCALE)]
+        ctx.grad_w = prod.matrix(grads[0], MatrixTorchPrinter)
+        if layer.bias:
+            grads.append(prod.scaled(prod.data_term(f"grad.b.{l}", l), nt.m * SCALE))
+            ctx.grad_b = prod.matrix(grads[1], MatrixTorchPrinter)
+        keys = cite(f"grad.W.{l}", f"grad.{l}")
+        if layer.bias:
+            keys += ", " + cite(f"grad.b.{l}", f"grad.{l}")
+        what = ", ".join(prod.comment(g) for g in grads)
+        ctx.eq_grad = f"{keys} the data terms of the gradient times m*scale: {what}"
+        if d.graph:
+            for s, last in blocks:
+                term = prod.backprop(l, s)
+                head = f"{cite(f'backprop.sum.{s}')} layer {l}'s term of scale*dC_dA_{s}"
+                ctx.back.append((s, prod.matrix(term, MatrixTorchPrinter), last, head))
+        elif l > 1:
+            term = prod.backprop(l, l - 1)
+            head = f"{cite(f'backprop.sum.{l - 1}')} scale*dC_dA_{l - 1} = {prod.comment(term)}"
+            ctx.back.append((l - 1, prod.matrix(term, MatrixTorchPrinter), True, head))
         if l < d.depth:
             df = kernels.kernel(d, f"act.{l}.df")
             ctx.df = "" if df == 1 else p.expression(df)  # f' = 1 multiplies nothing
+            lhs, rhs = d.equation(f"backprop.{l}").matrix
+            ctx.eq_back = f"{cite(f'backprop.{l}')} {text(lhs)} = {text(rhs)}"
         out.append(ctx)
     return out
 
@@ -229,7 +277,7 @@ def torch_context(d, spec_file: str) -> dict:
     """The NumPy trainer's context printed with :data:`TORCH`, plus the tensor expressions."""
     check(d.spec)
     context = build_context(d, spec_file, TORCH)
-    context["tc_layers"] = _layers(d)
+    context["tc_layers"] = _layers(d, context["cite"])
     context["tc_step"] = _step(d, context["step"])
     # what fit keeps of each batch for the epoch's metrics: z_L (-2) and/or a_L (-1) of the cache
     index = {f"z_{d.depth}": -2, f"a_{d.depth}": -1}

@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ... import calculus as C
+from ...derivation import notation as nt
+from ...derivation.graph import Wblock
 from ...printers.inplace import InplaceEmitter
+from ...printers.matrix_numpy import text
 from ...printers.numpy import NumPyPrinter
 from .. import kernels
 from ..cite import Citations
+from ..products import SCALE, LoweringError, Products
 
 #: the macros of this layer type, in the backend's template set
 MACROS = "layers/dense.jinja"
@@ -48,6 +52,8 @@ class Dense:
     keep_z: bool = False
     forward_lines: list[str] = field(default_factory=list)
     fp_lines: list[str] = field(default_factory=list)
+    #: the comment over fp_lines: backprop.l's matrix form
+    fp_comment: str = ""
     scratch: int = 0
     fp_expr: str = ""
     fp_needs_z: bool = False
@@ -76,6 +82,12 @@ class Dense:
     #: this layer is the last reader (it initialises delta_s), the source whose delta already
     #: holds the same product (merge add) or None)
     back: list = field(default_factory=list)
+    #: the pass's statements printed from the matrix forms (:mod:`..products`): the forward
+    #: product (and a skip connection's merge) under its comment, the gradients' products, and
+    #: the backprop products into the deltas of the layers read (per source for a graph)
+    forward_products: list[str] = field(default_factory=list)
+    grad_products: list[str] = field(default_factory=list)
+    back_products: list[str] = field(default_factory=list)
 
     @property
     def last(self) -> bool:
@@ -146,7 +158,101 @@ def dense_layer(
         ctx.eq_backprop = cite(f"backprop.{l - 1}")
     if d.graph:
         _graph(ctx, d, cite)
+    _products(ctx, d, cite, printer)
     return ctx
+
+
+#: how a layer storing the rows [W_l | b_l] computes z_l (checked against forward.l)
+AUGMENTED = " = [A_%d | ones_m]*[W_%d | b_%d.T].T"
+
+
+def pass_names(d, ctx: Dense) -> dict[str, str]:
+    """Matrix symbol name -> the array of ``_pass`` that holds it, for layer ``ctx.l``."""
+    l = ctx.l
+    names = {nt.A(0).name: "x", nt.W(l).name: f"W_{l}", nt.Delta(l).name: f"delta_{l}"}
+    names.update({nt.A(s).name: f"a_{s}" for s in range(1, l)})
+    if ctx.bias:
+        names[nt.B(l).name] = f"b_{l}"
+    if ctx.graph:
+        if ctx.merged:
+            names[d.equation(f"input.{l}").matrix[0].name] = ctx.inp
+        for s, W, _first, _via in ctx.back:
+            names[Wblock(l, s).name] = W
+    return names
+
+
+def _products(ctx: Dense, d, cite: Citations, printer: type[NumPyPrinter]) -> None:
+    """The pass's products of layer l, printed from its equations (see :mod:`..products`)."""
+    l = ctx.l
+    fn = printer({}).fn
+    prod = Products(d, pass_names(d, ctx), fn=fn)
+    # dot needs a contiguous out: a_l with its ones column is a view
+    dot = fn("dot") if ctx.keep_z or ctx.last else fn("matmul")
+    augmented = ctx.bias and l > 1 and not ctx.graph
+    lhs, rhs = d.equation(f"forward.{l}").matrix
+    lines = []
+    if ctx.merged:
+        key = f"input.{l}"
+        ulhs, urhs = d.equation(key).matrix
+        lines.append(f"# {cite(key)} {prod.text(ulhs)} = {prod.text(urhs)}")
+        lines += prod.merge(l, ctx.inp)[1]
+    eqs = cite(f"forward.{l}", "forward") + ", " + cite(f"act.{l}.f", "forward.layers")
+    fold = AUGMENTED % (l - 1, l, l) if augmented else ""
+    then = f"then {text(nt.A(l))} = f_{l}({text(lhs)})"
+    lines.append(f"# {eqs} {text(lhs)} = {text(rhs)}{fold}, {then}")
+    pair = (f"a_{l - 1}_1", f"Wb_{l}") if augmented else None
+    lines += prod.forward(l, ctx.z, dot, augmented=pair)
+    ctx.forward_products = lines
+    # gradients: the data terms of grad.W.l and grad.b.l, times m scale
+    what = f"dC_dW_{l}" + (f", dC_db_{l}" if ctx.bias else "")
+    head = f"# {ctx.eq_grad} the data terms of {what} times m*scale"
+    if augmented:
+        pw = prod.scaled(prod.data_term(f"grad.W.{l}", l), nt.m * SCALE)
+        inp = prod.comment(pw.args[-1])
+        head += f": delta_{l}.T*[{inp} | ones_m]"
+        lines = prod.gradients(l, ("", ""), augmented=(f"a_{l - 1}_1", f"gWb_{l}"))
+    else:
+        terms = [prod.scaled(prod.data_term(f"grad.W.{l}", l), nt.m * SCALE)]
+        if ctx.bias:
+            terms.append(prod.scaled(prod.data_term(f"grad.b.{l}", l), nt.m * SCALE))
+        head += ": " + ", ".join(prod.comment(t) for t in terms)
+        lines = prod.gradients(l, (f"gW_{l}", f"gb_{l}" if ctx.bias else None))
+    ctx.grad_products = [head, *lines]
+    if not ctx.last:
+        lhs, rhs = d.equation(f"backprop.{l}").matrix
+        eq = cite(f"backprop.{l}")
+        ctx.fp_comment = f"# {eq} {text(lhs)} = {text(rhs)}: delta_{l} *= f'_{l}"
+    if l == 1:
+        return
+    # layer l's terms of dC/dA_s, s the layers it reads, into delta_s (f'_s multiplies later)
+    if not ctx.graph:
+        term = prod.backprop(l, l - 1)
+        ctx.back_products = [
+            f"# {cite(f'backprop.sum.{l - 1}')} scale*dC_dA_{l - 1} = {prod.comment(term)}",
+            prod.into(f"delta_{l - 1}", term),
+        ]
+        return
+    lines = []
+    done: dict = {}  # a product computed already (the sources of an add merge share one)
+    for s, _W, first, via in ctx.back:
+        term = prod.backprop(l, s)
+        head = f"# {cite(f'backprop.sum.{s}')} layer {l}'s term of scale*dC_dA_{s}"
+        if via is not None:
+            if done.get(via) != term:
+                raise LoweringError(f"layer {l}: its terms of dC/dA_{s} and dC/dA_{via} differ")
+            if first:
+                call = f"{fn('copyto')}(delta_{s}, delta_{via})"
+            else:
+                call = f"{fn('add')}(delta_{s}, delta_{via}, delta_{s})"
+            lines += [f"{head}, as of a_{via} (add): {prod.comment(term)}", call]
+        elif first:
+            lines += [f"{head}: {prod.comment(term)}", prod.into(f"delta_{s}", term)]
+        else:
+            expr = prod.expression(term)
+            add = f"{fn('add')}(delta_{s}, {expr}, delta_{s})"
+            lines += [f"{head}: {prod.comment(term)}", add]
+        done[s] = term
+    ctx.back_products = lines
 
 
 def _graph(ctx: Dense, d, cite: Citations) -> None:
