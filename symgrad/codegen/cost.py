@@ -32,9 +32,6 @@ class Output:
     loss_cache: str = ""  # the loss's arguments read from a pass's cache
     track_names: str = ""  # what the training loop reads after the forward pass ...
     track_cache: str = ""  # ... from the pass's cache
-    rop_s: str = ""  # R{delta_L} = S R{z_L} (elementwise: s, or the Gauss-Newton S)
-    rop_gn: str = ""
-    rop_v: str = ""  # softmax: v R{z_L}, summed over the units as vRz
     closed_reads_z: bool = False
     closed_reads_a: bool = False
     rop_reads_z: bool = False
@@ -89,14 +86,6 @@ def output_code(d, printer: type[NumPyPrinter], cite: Citations, z_buffer: str) 
     em.assign(sp.Symbol("delta", real=True), delta)
     out.delta_lines, out.delta_scratch = em.lines, em.scratch_used
     out.delta_expr = readable.expression(delta)
-    rz, vrz = sp.Symbol("Rz"), sp.Symbol("vRz")
-    rop = printer({**_names(f"z_{L}", f"a_{L}", "Y"), "Rz": f"Rz_{L}", "vRz": "vRz"})
-    if out.softmax:
-        diag, u_part, v_part = second
-        out.rop_s = rop.expression(diag * rz + u_part * vrz)
-        out.rop_v = rop.expression(v_part * rz)
-    else:
-        out.rop_s, out.rop_gn = (rop.expression(k * rz) for k in second)
     # what the R-operator reads of the output (it recomputes delta_L when there are hidden
     # layers) and what the closed form of a model without hidden layers reads
     closed = set().union(*(k.free_symbols for k in second))

@@ -3,10 +3,12 @@
 The symbol table (:func:`table`) says which array of the generated code holds each matrix of the
 Derivation: ``R{Z_l}``, ``R{A_l}``, ``R{Delta_l}``, the direction's ``V_l`` and ``vb_l`` and the
 rows ``(H v)_W``, ``(H v)_b`` carry a leading axis of k directions (``_rop`` sweeps k columns of
-V at once); ``F''_l`` and the output curvature ``S`` (and its Gauss-Newton ``S^G``) are kernels
-printed in place. :class:`~symgrad.printers.matrix_numpy.MatrixNumPyPrinter` prints each
-equation with its Gauss-Newton marks (``Equation.gauss_newton``), so the Gauss-Newton sweep
-(``if not gauss_newton:``) comes from the Derivation too. The template only places the lines.
+V at once); ``F''_l`` and the output curvature ``S`` (and its Gauss-Newton ``S^G``; for softmax
+the kernels ``S_d``, ``S_u``, ``S_v`` of ``S = diag(d) + u v^T``) are kernels printed in place,
+and softmax's column of ones ``1_{n_L}`` is a row sum or a broadcast (:class:`Ones`).
+:class:`~symgrad.printers.matrix_numpy.MatrixNumPyPrinter` prints each equation with its
+Gauss-Newton marks (``Equation.gauss_newton``), so the Gauss-Newton sweep (``if not
+gauss_newton:``) comes from the Derivation too. The template only places the lines.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import sympy as sp
 
 from ..derivation import notation as nt
 from ..derivation.graph import RU, U, Vblock, Wblock, graph_layers
-from ..derivation.second_order import SG
-from ..printers.matrix_numpy import Array, Entrywise, MatrixNumPyPrinter, text
+from ..derivation.second_order import SG, S_parts, ones_n
+from ..printers.matrix_numpy import Array, Entrywise, MatrixNumPyPrinter, Ones, text
 from ..printers.numpy import NumPyPrinter
 from . import kernels
 from .cite import Citations
@@ -46,12 +48,11 @@ class LayerROp:
 
 @dataclass
 class ROp:
-    """The sweep's statements: per layer, and the output's R{Delta_L} (empty for softmax, whose
-    output curvature is not entrywise: the template prints its kernels)."""
+    """The sweep's statements: per layer, and the output's R{Delta_L} (``rop.out``; for softmax
+    its rank-one part is a row sum, ``M 1``, repeated over the units, ``r 1^T``)."""
 
     layers: list[LayerROp]
     out: list[str] = field(default_factory=list)
-    eq_out: str = ""
 
 
 def table(d) -> dict:
@@ -82,7 +83,11 @@ def table(d) -> dict:
     if d.graph:
         t.update(_graph_table(d))
     out_names = {"z": f"z_{L}", "a": f"a_{L}", "y": "Y"}
-    for sym, key in ((nt.S(L), "hess.out"), (SG(L), "gauss_newton.s")):
+    curvature = [(nt.S(L), "hess.out"), (SG(L), "gauss_newton.s")]
+    if d.output.vector:  # softmax: S = diag(d) + u v^T, its kernels over the batch
+        curvature = list(zip(S_parts(L), ("hess.out.diag", "hess.out.u", "hess.out.v")))
+        t[ones_n(L).name] = Ones()
+    for sym, key in curvature:
         k = kernels.kernel(d, key)
         if k is not None:
             t[sym.name] = Entrywise(k, out_names)
@@ -160,10 +165,7 @@ def rop_code(d, cite: Citations, printer: type[NumPyPrinter] = NumPyPrinter) -> 
         if l < L:
             lines.act = sweep.equation(f"rop.act.{l}")
         lines.hv_w, lines.hv_b = (sweep.printer.table[s.name].code for s in (nt.HvW(l), nt.Hvb(l)))
-    rop = ROp(layers)
-    if d.equation("rop.out").matrix is not None:
-        rop.out = sweep.equation("rop.out")
-    rop.eq_out = cite("rop.out")
+    rop = ROp(layers, out=sweep.equation("rop.out"))
     if d.graph:
         _graph_sweep(d, sweep, layers)
         return rop

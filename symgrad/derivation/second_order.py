@@ -46,13 +46,61 @@ def SG(L: int) -> sp.MatrixSymbol:
     return sp.MatrixSymbol(f"SG_{L}", nt.m, nt.n(L))
 
 
+def S_parts(L: int) -> tuple[sp.MatrixSymbol, sp.MatrixSymbol, sp.MatrixSymbol]:
+    """``S_d``, ``S_u``, ``S_v`` (m x n_L): row x holds the kernels d, u, v of the softmax
+    curvature ``S = diag(d) + u v^T`` of sample x (``hess.out``)."""
+    out = []
+    for part in "duv":
+        name = f"S{part.upper()}_{L}"
+        nt.DISPLAY.setdefault(name, (f"S^{{({L})}}_{{{part}}}", "S" + nt.sup(L) + "_" + part))
+        out.append(sp.MatrixSymbol(name, nt.m, nt.n(L)))
+    return tuple(out)
+
+
+def ones_n(L: int) -> sp.MatrixSymbol:
+    """The column of n_L ones (n_L x 1): ``M 1`` sums the rows of M, ``r 1^T`` repeats a column
+    r over the n_L units."""
+    name = f"ones_n_{L}"
+    nt.DISPLAY.setdefault(name, (rf"\mathbf{{1}}_{{n_{{{L}}}}}", "𝟏ₙ" + nt.sub(str(L))))
+    return sp.MatrixSymbol(name, nt.n(L), 1)
+
+
 def build_rop_output(d: Derivation) -> None:
     L, j, k = d.depth, nt.j, nt.k
     gauss_newton: tuple = ()
     if d.output.vector:
         rhs = sp.Sum(_S(d, j, k) * nt.Rz(L)[k], (k, 1, nt.n(L)))
-        matrix = None
-        prose = ("R{.} of the output delta: the output curvature S applied to R{z}.",)
+        Sd, Su, Sv = S_parts(L)
+        ones = ones_n(L)
+        RZ = nt.RZ(L)
+        # S R{z} = d o R{z} + u (v^T R{z}) per sample: one row sum of V o R{Z} per sample
+        rank_one = sp.MatMul(sp.HadamardProduct(Sv, RZ), ones, ones.T)
+        matrix = (
+            nt.RDelta(L),
+            sp.MatAdd(sp.HadamardProduct(Sd, RZ), sp.HadamardProduct(Su, rank_one)),
+        )
+        prose = (
+            "R{.} of the output delta: the output curvature S applied to R{z}. In matrix form, "
+            "with ",
+            Sd,
+            ", ",
+            Su,
+            " and ",
+            Sv,
+            " holding the kernels d, u and v of every sample (",
+            sp.Eq(
+                nt.Sx(L),
+                sp.MatAdd(DiagMatrix(nt.vec("d", L)), sp.MatMul(nt.vec("u", L), nt.vec("v", L).T)),
+                evaluate=False,
+            ),
+            ") and ",
+            ones,
+            " a column of ",
+            nt.n(L),
+            " ones: the rank-one part sums each row of ",
+            sp.HadamardProduct(Sv, RZ),
+            " and repeats the sum over the units.",
+        )
     else:
         rhs = nt.s(L)[j] * nt.Rz(L)[j]
         matrix = (nt.RDelta(L), sp.HadamardProduct(nt.S(L), nt.RZ(L)))

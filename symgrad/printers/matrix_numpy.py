@@ -11,7 +11,10 @@ R-operator's ``R{Z_l}`` of k directions at once do), or an entrywise kernel prin
   substituted (:class:`~symgrad.printers.numpy.NumPyPrinter` prints it);
 - ``c M`` prints ``c * M``, and ``(1/m) M`` prints ``M / m``;
 - ``1 r`` (the column of ones times a row) prints ``r``, which NumPy broadcasts over the rows,
-  and ``1^T M`` prints ``M.sum(axis=-2, keepdims=True)``.
+  and ``1^T M`` prints ``M.sum(axis=-2, keepdims=True)``;
+- on the right, a column of ones over the columns (:class:`Ones` in the table: softmax's
+  ``1_{n_L}``): ``M 1`` prints ``M.sum(axis=-1, keepdims=True)``, and ``r 1^T`` (a column r
+  times the row of ones) prints ``r``, broadcast over the columns.
 
 :meth:`MatrixNumPyPrinter.assign` writes one equation as statements: with the equation's
 Gauss-Newton marks it keeps the dropped terms under ``if not gauss_newton:`` (added in place),
@@ -31,7 +34,7 @@ from ..derivation.ir import without_zeros
 from .numpy import NumPyPrinter, stable_rewrite
 from .pylayout import format_code
 
-__all__ = ["Array", "Entrywise", "MatrixNumPyPrinter", "PrintError", "text"]
+__all__ = ["Array", "Entrywise", "MatrixNumPyPrinter", "Ones", "PrintError", "text"]
 
 #: the flag of the generated method that selects the Gauss-Newton sweep
 GAUSS_NEWTON = "gauss_newton"
@@ -57,6 +60,14 @@ class Entrywise:
 
     expr: sp.Expr
     names: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Ones(Entrywise):
+    """A column of ones (every entry the kernel 1) multiplied from the right: ``M 1`` is a row
+    sum, ``r 1^T`` the column r repeated over the columns; the code holds no array for it."""
+
+    expr: sp.Expr = sp.Integer(1)
 
 
 Entry = Array | Entrywise
@@ -155,7 +166,9 @@ class MatrixNumPyPrinter(NumPyPrinter):
         coeff, mats = e.as_coeff_matrices()
         mats = list(mats)
         ones = [k for k, x in enumerate(mats) if self._is_ones(x)]
-        if ones == [0] and len(mats) == 2 and mats[1].shape[0] == 1:
+        if len(mats) > 1 and ones and ones[0] > 0 and self._is_ones(mats[-1]):
+            code, prec = self._right_ones(mats)
+        elif ones == [0] and len(mats) == 2 and mats[1].shape[0] == 1:
             # 1 r: the row r broadcast over the rows (in a sum with an m-row term)
             code, prec = self._piece(mats[1])
         elif ones == [0] and isinstance(mats[0], sp.Transpose):
@@ -175,7 +188,24 @@ class MatrixNumPyPrinter(NumPyPrinter):
     def _is_ones(self, x: sp.Basic) -> bool:
         if isinstance(x, sp.Transpose):
             x = x.arg
-        return isinstance(x, sp.MatrixSymbol) and x.name == self.ones
+        if not isinstance(x, sp.MatrixSymbol):
+            return False
+        return x.name == self.ones or isinstance(self.table.get(x.name), Ones)
+
+    def _right_ones(self, mats: list) -> tuple[str, int]:
+        """``M 1`` (the row sums of M, a column) and ``r 1^T`` (the column r, which NumPy
+        broadcasts over the columns): the columns of ones on the right of a product."""
+        *rest, last = mats
+        if any(self._is_ones(x) for x in rest[:-1]):
+            raise PrintError(f"no NumPy form for the columns of ones in {sp.MatMul(*mats)}")
+        inner = rest[0] if len(rest) == 1 else sp.MatMul(*rest)
+        if isinstance(last, sp.Transpose):
+            if inner.shape[1] != 1:
+                raise PrintError(f"a row of ones times the matrix {inner}: not a column")
+            return self._piece(inner)
+        if self._is_ones(inner):
+            raise PrintError(f"no NumPy form for a product of columns of ones: {inner}")
+        return self._wrap(inner, ATOM) + ".sum(axis=-1, keepdims=True)", ATOM
 
     def _scaled(self, coeff: sp.Expr, code: str, prec: int) -> tuple[str, int]:
         if coeff == 1:
@@ -204,6 +234,9 @@ class MatrixNumPyPrinter(NumPyPrinter):
             if negative:
                 code = code if prec > SUM else f"({code})"
                 out += f"-{code}" if k == 0 else f" - {code}"
+            elif k and prec > SUM and code.startswith("-"):
+                # an entrywise product printed with its sign (u = -a): ``x - a * y``
+                out += f" - {code[1:]}"
             else:
                 out += code if k == 0 else f" + {code}"
         return out, SUM

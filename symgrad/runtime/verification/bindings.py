@@ -278,8 +278,24 @@ class Net(Bindings):
             table["FPP"] = lambda: self._fpp(l)
         if l == L and not act.softmax:
             table["S"] = self.s_out
+        if l == L and act.softmax:
+            # S = diag(d) + u v^T: its kernels at every sample (hess.out.diag, .u, .v), and the
+            # column of n_L ones that sums a row (M 1) and repeats a column (r 1^T)
+            for stem_, kernel in (("SD", "hd"), ("SU", "hu"), ("SV", "hv")):
+                table[stem_] = lambda kernel=kernel: self._kernel_rows(kernel)
+            table["ones_n"] = lambda: np.ones((st.a[l].shape[1], 1))
         make = table.get(stem)
         return None if make is None else make()
+
+    def _kernel_rows(self, name: str) -> np.ndarray:
+        """An output kernel defined in index form (``hd[k]``) at every sample and unit (m, n_L)."""
+        found = self.indexed(name)
+        if found is None:
+            raise NotEvaluable(f"no values for the kernel {name}")
+        values, per_sample = found
+        if not per_sample:
+            values = np.broadcast_to(values, (self.m, *np.shape(values)))
+        return np.asarray(values, np.float64)
 
     def matrix_times(self, name, v):
         ctx = self.ctx
