@@ -16,6 +16,7 @@ from ..printers.inplace import InplaceEmitter
 from ..printers.numpy import NumPyPrinter
 from . import kernels
 from .cite import Citations
+from .closed import ClosedHessian, closed_hessian
 
 
 @dataclass
@@ -39,6 +40,9 @@ class Output:
     kernels: tuple = ()
     #: the same kernels printed for the closed form (layer 1) and the two-layer Hessian (chunk y)
     closed: dict = field(default_factory=dict)
+    #: a model without hidden layers: one unit's block of the Hessian, printed from the matrix
+    #: form of hess.closed (None for softmax regression, whose matrix form is not printed)
+    closed_hessian: ClosedHessian | None = None
     eq_cost: str = ""
     eq_loss: str = ""
     eq_delta: str = ""
@@ -100,6 +104,7 @@ def output_code(d, printer: type[NumPyPrinter], cite: Citations, z_buffer: str) 
             "delta": p.expression(delta),
             "second": [p.expression(k) for k in second],
         }
+    out.closed_hessian = closed_hessian(d, printer)
     out.eq_cost = cite("cost")
     out.eq_loss = cite("cost.stable", "cost.sample", "cost")
     out.eq_delta = cite("delta.out")

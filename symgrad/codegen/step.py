@@ -167,25 +167,36 @@ def _dot_name(u: sp.Basic, v: sp.Basic, H: bool = False) -> sp.Symbol:
     return sp.Symbol(f"{u.name}.{'H*' if H else ''}{v.name}")
 
 
+def _is_scalar_matrix(expr: sp.Basic) -> bool:
+    """A 1 x 1 matrix expression (an inner product, a sum or inverse of them): a scalar."""
+    return expr.is_Matrix and expr.shape == (1, 1)
+
+
 def scalarise(expr: sp.Basic) -> sp.Basic:
     """A matrix expression over P x 1 vectors as a scalar expression: each vector a symbol of its
     name, each inner product ``u^T v`` (``u^T H v``) a symbol ``u.v`` (``u.H*v``), a 1 x 1
-    inverse a reciprocal, ``H v`` a symbol ``H*v`` (the Hessian-vector product)."""
+    inverse a reciprocal, ``H v`` a symbol ``H*v`` (the Hessian-vector product).
+
+    A P x P sum in a product is distributed over it, so the product is one of H and I only:
+    ``u^T (H + mu I) v = u^T H v + mu u^T v`` and ``(H + mu I) v = H v + mu v``. The inverse of
+    a P x P matrix has no code here (ValueError): the step solves that system itself."""
     if isinstance(expr, sp.MatrixSymbol):
         return sp.Symbol(expr.name)
     if isinstance(expr, sp.Identity):
         return sp.Integer(1)
     if isinstance(expr, sp.MatAdd):
         return sp.Add(*(scalarise(a) for a in expr.args))
-    if isinstance(expr, sp.MatPow):
+    if isinstance(expr, sp.MatPow):  # an Inverse too
+        if not _is_scalar_matrix(expr.base):
+            raise ValueError(f"no code for the power {expr} of a {expr.base.shape} matrix")
         return sp.Pow(scalarise(expr.base), expr.exp)
-    if isinstance(expr, sp.Inverse):
-        return sp.Pow(scalarise(expr.arg), -1)
     if isinstance(expr, sp.MatMul):
         factors, chain = [], []
         for arg in expr.args:
             if not arg.is_Matrix:
                 factors.append(scalarise(arg))
+            elif isinstance(arg, sp.MatAdd) and not _is_scalar_matrix(arg):
+                chain.append(arg)  # a P x P sum: distributed by _chain
             elif isinstance(arg, (sp.Inverse, sp.MatAdd, sp.MatPow, sp.Identity, sp.MatMul)):
                 factors.append(scalarise(arg))
             else:
@@ -200,6 +211,10 @@ def scalarise(expr: sp.Basic) -> sp.Basic:
 def _chain(chain: list) -> sp.Basic:
     if not chain:
         return sp.Integer(1)
+    for i, link in enumerate(chain):
+        if isinstance(link, sp.MatAdd):  # distributed: one product per term of the sum
+            head, tail = chain[:i], chain[i + 1 :]
+            return sp.Add(*(scalarise(sp.MatMul(*head, term, *tail)) for term in link.args))
     if len(chain) == 1 and isinstance(chain[0], sp.MatrixSymbol):
         return sp.Symbol(chain[0].name)
     if len(chain) == 2 and isinstance(chain[0], sp.Transpose):
@@ -222,9 +237,113 @@ class VectorPrinter(ScalarPrinter):
         return super()._print_Symbol(expr)
 
 
-def print_vector(expr: sp.Basic, values: dict | None = None) -> str:
-    """``expr`` (vectors and 1 x 1 matrices) as NumPy code over the template's names."""
-    return VectorPrinter(VECTOR_NAMES).doprint(scalarise(expr).subs(values or {}))
+#: the Hessian-vector products as calls of the template's ``hvp`` (one R-operator sweep)
+HVP_NAMES = {f"H*{k}": f"hvp({v})" for k, v in VECTOR_NAMES.items() if k.endswith("_v")}
+
+
+def print_vector(expr: sp.Basic, values: dict | None = None, names: dict | None = None) -> str:
+    """``expr`` (vectors and 1 x 1 matrices) as NumPy code over the template's names (``names``
+    instead of :data:`VECTOR_NAMES` where given)."""
+    printer = VectorPrinter(VECTOR_NAMES if names is None else names)
+    return printer.doprint(scalarise(expr).subs(values or {}))
+
+
+def quadratic_form(expr: sp.Basic) -> sp.MatrixExpr | None:
+    """The 1 x 1 matrix ``expr`` divides by (the first inverse of a 1 x 1 matrix in it), or None."""
+    for part in sp.preorder_traversal(expr):
+        if isinstance(part, sp.MatPow) and part.exp == -1 and _is_scalar_matrix(part.base):
+            return part.base
+    return None
+
+
+def matrix_vector_product(expr: sp.Basic) -> sp.MatMul | None:
+    """The first product ``M v`` in ``expr`` of a P x P sum M and a vector (``(H + mu I) d``)."""
+    for part in sp.preorder_traversal(expr):
+        if isinstance(part, sp.MatMul):
+            mats = [a for a in part.args if a.is_Matrix]
+            for M, v in zip(mats, mats[1:], strict=False):
+                if isinstance(M, sp.MatAdd) and not _is_scalar_matrix(M) and v.shape[1] == 1:
+                    return sp.MatMul(M, v)
+    return None
+
+
+def _same(a: sp.Basic, b: sp.Basic) -> bool:
+    """Equal, a sum's terms in any order (``H + mu I`` is ``mu I + H``)."""
+    if isinstance(a, sp.MatAdd) and isinstance(b, sp.MatAdd):
+        return set(a.args) == set(b.args)
+    return a == b
+
+
+def with_names(expr: sp.Basic, named: dict) -> sp.Basic:
+    """``expr`` with each product of ``named`` (a run of a MatMul's factors) replaced by its
+    symbol: ``d^T (H + mu I) d`` -> ``d^T Ad``."""
+    if not isinstance(expr, sp.MatrixExpr) or not expr.args:
+        return expr
+    if isinstance(expr, sp.MatMul):
+        args = list(expr.args)
+        for product, sym in named.items():
+            k = len(product.args)
+            for i in range(len(args) - k + 1):
+                if all(_same(a, b) for a, b in zip(args[i : i + k], product.args, strict=True)):
+                    args[i : i + k] = [sym]
+                    break
+        if len(args) == 1:
+            return args[0]
+        return sp.MatMul(*(with_names(a, named) for a in args))
+    return expr.func(*(with_names(a, named) for a in expr.args))
+
+
+#: (P,) products the loop computes once, by name, and the equation they are read from: A d,
+#: the damped Hessian times the search direction (``H d + mu d``, H d a call of the template's
+#: ``hvp``: one R-operator sweep), which the step length's curvature ``d^T A d`` and the
+#: residual's update both read
+NAMED_VECTORS = {"Ad": (("newton.cg.r", "newton.cg.alpha"), matrix_vector_product)}
+
+#: scalars the loop has computed already, by the name it reads them by: Newton's step length
+#: divides by the curvature ``d^T A d`` the loop tests first (the stopping rule of
+#: ``newton.cg.rho``'s prose), and the next direction's beta reads the new ``r^T r``
+#: (``newton.cg.rho``'s right side) the loop's tolerance test reads first. Each (and each named
+#: vector) is printed once, as ``<prefix>.<name>`` (``newton.cg.curvature``,
+#: ``newton.cg.rho_new``, ``newton.cg.Ad``).
+NAMED_PARTS = {
+    "newton.cg.alpha": {"curvature": lambda d, rhs: quadratic_form(rhs)},
+    "newton.cg.beta": {"rho_new": lambda d, rhs: d.equation("newton.cg.rho").rhs},
+}
+
+
+def _named_vectors(d, step: Step, hyper: dict) -> dict:
+    """The products of :data:`NAMED_VECTORS` in ``d``, each printed as ``<prefix>.<name>``."""
+    out = {}
+    for name, (keys, find) in NAMED_VECTORS.items():
+        found = (find(d.equation(key).rhs) for key in keys if key in d)
+        product = next((p for p in found if p is not None), None)
+        if product is not None:
+            code = print_vector(product, hyper, {**VECTOR_NAMES, **HVP_NAMES})
+            step.code[f"{keys[0].rsplit('.', 1)[0]}.{name}"] = code
+            out[product] = sp.MatrixSymbol(name, *product.shape)
+    return out
+
+
+def print_inplace(
+    lhs: sp.MatrixSymbol, rhs: sp.MatrixExpr, values: dict | None = None, names: dict | None = None
+) -> list:
+    """The update ``lhs <- rhs`` of a (P,) vector as statements that write into it: ``x += v``
+    where ``rhs = x + v``, ``x *= c`` then ``x += v`` where ``rhs = c x + v`` (c a scalar),
+    else ``x[:] = rhs`` (a lowering: the same arithmetic, with no new vector for x)."""
+    printer = VectorPrinter(VECTOR_NAMES if names is None else names)
+    x = sp.Symbol(lhs.name)
+    name = printer.doprint(x)
+    value = scalarise(rhs).subs(values or {})
+    scale = value.coeff(x)
+    rest = value - scale * x
+    if scale == 0 or x in rest.free_symbols:
+        return [f"{name}[:] = {printer.doprint(value)}"]
+    lines = [] if scale == 1 else [f"{name} *= {printer.doprint(scale)}"]
+    if rest == 0:
+        return lines
+    if rest.could_extract_minus_sign():
+        return [*lines, f"{name} -= {printer.doprint(-rest)}"]
+    return [*lines, f"{name} += {printer.doprint(rest)}"]
 
 
 def _curvature_step(d, opt: Optimizer, step: Step, values: dict) -> None:
@@ -243,13 +362,26 @@ def _curvature_step(d, opt: Optimizer, step: Step, values: dict) -> None:
         step.state.append(("radius", "radius"))
     # settings the templates pass as arguments (Newton's damping) stay names
     hyper = {sym: v for sym, v in values.items() if sym.name not in VECTOR_NAMES}
+    vectors = _named_vectors(d, step, hyper)
     for eq in d.equations:
         if not eq.key.startswith(("newton", "lbfgs", "trust")):
             continue
+        rhs, names = eq.rhs, None
+        if eq.key.startswith("newton.cg"):  # its loop has no Hd: H v is a call of hvp
+            rhs, names = with_names(eq.rhs, vectors), {**VECTOR_NAMES, **HVP_NAMES}
+        named = {}
+        for name, part in NAMED_PARTS.get(eq.key, {}).items():
+            part = part(d, rhs)
+            if part is not None:
+                code = print_vector(part, hyper, names)
+                step.code[f"{eq.key.rsplit('.', 1)[0]}.{name}"] = code
+                named[scalarise(part)] = sp.Symbol(name)
         try:
-            step.code[eq.key] = print_vector(eq.rhs, hyper)
+            step.code[eq.key] = print_vector(rhs, {**hyper, **named}, names)
         except ValueError:
-            pass  # a product the step computes otherwise (Newton's (H + mu I) d)
+            pass  # what the step computes otherwise (the inverse in Newton's exact solve)
+        if eq.key.startswith("newton.cg") and isinstance(eq.lhs, sp.MatrixSymbol):
+            step.code[f"{eq.key}.inplace"] = print_inplace(eq.lhs, rhs, hyper, names)
         if isinstance(eq.rhs, sp.Piecewise):  # as an if/elif/else chain: (test, value) each
             step.code[f"{eq.key}.branches"] = [
                 ("" if cond == sp.true else print_vector(cond, hyper), print_vector(e, hyper))

@@ -10,7 +10,11 @@ arithmetic inside them is printed from these equations (:func:`symgrad.codegen.s
 The system is ``(H + mu I) p = g``: ``g`` is the step's gradient of :mod:`.update` (the smooth part
 of the batch cost: data and L2 terms; an L1 term is the proximal step after the Newton step) and
 ``H`` its Hessian. Conjugate gradients keep ``rho = r^T r`` from one iteration to the next, as the
-template keeps ``rr``: ``beta`` is the new ``r^T r`` over it.
+template keeps ``rho``: ``beta`` is the new ``r^T r`` over it. The loop is printed from these
+equations (:mod:`symgrad.codegen.step`): ``A = H + mu I`` is distributed, so ``A d`` is
+``H d + mu d`` with ``H d`` one R-operator sweep, computed once per iteration for the curvature
+``d^T A d`` and the residual; the curvature too is computed once, for the step length and for
+the stopping rule.
 """
 
 from __future__ import annotations
