@@ -386,6 +386,8 @@ LBFGS_KEYS = [
     "lbfgs.b",
     "lbfgs.r",
     "lbfgs.p",
+    "lbfgs.slope",
+    "lbfgs.slope.a",
     "lbfgs",
     "lbfgs.s",
     "lbfgs.y",

@@ -224,3 +224,36 @@ def test_newton_above_the_exact_size_is_checked_by_its_conjugate_gradients():
     for key in ("newton", "reg.prox", "newton.cg"):
         row = _row(bad, key, "update")
         assert row.status == "FAIL" and row.error > 1e-3, row
+
+
+def test_a_wrong_line_search_slope_fails_the_lbfgs_row_and_changes_the_code():
+    """phi'(0) = g^T p is an equation (lbfgs.slope): printed with the wrong sign, the verifier
+    fails the L-BFGS row (finite differences and the trainer's logged slope disagree with it),
+    and the generated line search reads the printed slope, not a typed one."""
+    from symgrad.codegen.generate import render
+
+    spec = _spec([(3, "tanh"), (1, "sigmoid")], "log_loss", l2=0.1, optimizer={"name": "lbfgs"})
+    g, p = nt.g_v, nt.p_v
+    assert _row(verify(derive(spec)), "lbfgs", "update").status == "ok"
+    d = _replace(derive(spec), "lbfgs.slope", rhs=-sp.MatMul(g.T, p))
+    assert _row(verify(d), "lbfgs", "update").status == "FAIL"
+    source = render(d, "net.yaml")[0]
+    assert "dphi_0 = float(-g @ p)" in source or "dphi_0 = float(-(g @ p))" in source
+    assert "dphi_0 = float(g @ p)" in render(derive(spec), "net.yaml")[0]
+
+
+def test_a_wrong_trust_region_curvature_test_changes_the_code_and_fails_the_row():
+    """The Steihaug iteration's test d^T H d > 0 is the printed kernel of trust.cg.alpha: the
+    generated loop prints it, and the verifier's iteration evaluates it. Printed reversed, the
+    step goes to the boundary at once, which the trainer does not do: the row fails."""
+    from symgrad.codegen.generate import render
+
+    spec = _spec([(3, "tanh"), (1, "sigmoid")], "log_loss", l2=0.1, optimizer={"name": "trust_ncg"})
+    dv, H = nt.d_v, nt.H
+    source = render(derive(spec), "net.yaml")[0]
+    assert "if d @ Hd > 0:" in source
+    assert _row(verify(derive(spec)), "trust", "update").status == "ok"
+    wrong = sp.Lt(sp.MatMul(dv.T, H, dv), 0, evaluate=False)
+    d = _replace(derive(spec), "trust.cg.alpha", kernel=wrong)
+    assert "if d @ Hd < 0:" in render(d, "net.yaml")[0]
+    assert _row(verify(d), "trust", "update").status == "FAIL"

@@ -126,6 +126,31 @@ def build_lbfgs(d: Derivation, section: str) -> None:
             ),
         ),
         (
+            "lbfgs.slope",
+            dphi_0,
+            dot(g, p),
+            "=",
+            (
+                "The step length comes from a line search along p, which reads the slope of the "
+                "batch cost at the start,",
+            ),
+        ),
+        (
+            "lbfgs.slope.a",
+            dphi_a,
+            dot(g_next, p),
+            "=",
+            (
+                "and at a trial step length ",
+                alpha_k,
+                " from the batch gradient there (",
+                g_next,
+                " at theta + ",
+                alpha_k,
+                " p):",
+            ),
+        ),
+        (
             "lbfgs",
             theta,
             sp.MatAdd(theta, alpha_k * p),
@@ -135,10 +160,13 @@ def build_lbfgs(d: Derivation, section: str) -> None:
                 alpha_k,
                 " comes from a line search on ",
                 phi(a),
-                ", the batch cost C_B at theta + a p (a >= 0), with ",
-                sp.Eq(at[dphi_0], dot(g, p), evaluate=False),
-                ": it starts at 1, brackets a step and zooms into the bracket (bisection, at "
-                "most 30 evaluations) until the strong Wolfe conditions hold, sufficient decrease ",
+                ", the batch cost C_B at theta + a p (a >= 0), whose slopes ",
+                at[dphi_0],
+                " and ",
+                at[dphi_a],
+                " are those above: it starts at 1, brackets a step and zooms into the bracket "
+                "(bisection, at most 30 evaluations) until the strong Wolfe conditions hold, "
+                "sufficient decrease ",
                 armijo.xreplace(at),
                 " and curvature ",
                 curvature.xreplace(at),

@@ -53,6 +53,8 @@ def build_trust_ncg(d: Derivation, section: str) -> None:
     alpha, beta, rho = nt.alpha, nt.beta, nt.rho
     quad = sp.MatMul(sp.Rational(1, 2), p.T, H, p)
     on = sp.MatAdd(p, tau * dv)
+    #: the curvature test of each CG iteration (the step's kernel: the trainer's test)
+    positive = sp.Gt(sp.MatMul(dv.T, H, dv), 0, evaluate=False)
     rows = (
         (
             "trust.model",
@@ -89,7 +91,7 @@ def build_trust_ncg(d: Derivation, section: str) -> None:
             "=",
             (
                 "and, when ",
-                sp.Gt(sp.MatMul(dv.T, H, dv), 0, evaluate=False),
+                positive,
                 " and p + alpha d stays inside the region, takes the step length",
             ),
         ),
@@ -174,5 +176,6 @@ def build_trust_ncg(d: Derivation, section: str) -> None:
         ),
     )
     for key, lhs, rhs, relation, prose in rows:
-        kernel = {"trust.radius": radius_rule(), "trust": accepts()}.get(key)
+        kernels = {"trust.radius": radius_rule(), "trust": accepts(), "trust.cg.alpha": positive}
+        kernel = kernels.get(key)
         d.add(Equation(key, section, lhs, rhs, relation=relation, prose=prose, kernel=kernel))

@@ -110,12 +110,16 @@ def _lbfgs_rows(ctx: Context, eqs: dict) -> dict[str, Row]:
     scalars["alpha_k"] = alpha1
     vectors["p_v"] = p1[:, None]
     step1 = MatrixEval(ctx, vectors, scalars, full["lbfgs"].rhs) - theta0
-    pairs = [("rhs", step1[pick], "trainer fit (1 step)", d1[pick])]
-    note = "first step, p = -g"
+    slopes = _slope_pairs(ctx, full, log, theta0, g0, p1, alpha1)
+    pairs = [("rhs", step1[pick], "trainer fit (1 step)", d1[pick]), *slopes]
+    note = "first step, p = -g, the printed slopes phi'(0), phi'(alpha_k) as measured"
     if alpha1 > 0:
         phi_a, g1 = _at(ctx, theta0 + alpha1 * p1)
-        values = {"phi_0": phi_0, "dphi_0": float(g0 @ p1), "phi_a": phi_a}
-        values["dphi_a"] = float(g1 @ p1)
+        # the printed slopes phi'(0) and phi'(alpha_k), evaluated
+        vectors.update({"g_next": g1[:, None]})
+        _run(ctx, full, ["lbfgs.slope", "lbfgs.slope.a"], vectors, scalars)
+        values = {"phi_0": phi_0, "dphi_0": scalars["dphi_0"], "phi_a": phi_a}
+        values["dphi_a"] = scalars["dphi_a"]
         values.update(consts, alpha_k=alpha1)
         armijo, curvature = full["lbfgs"].kernel
         sub = {s: values[s.name] for s in full["lbfgs"].kernel.free_symbols}
@@ -168,6 +172,37 @@ def _lbfgs_rows(ctx: Context, eqs: dict) -> dict[str, Row]:
     return rows
 
 
+def _slope_pairs(ctx: Context, full: dict, log, theta0, g0, p, alpha) -> list:
+    """The printed slopes of the line function phi(a) = C_B(theta + a p) (``lbfgs.slope``,
+    ``lbfgs.slope.a``: definitions the Wolfe conditions read), evaluated and compared: phi'(0)
+    with a central difference of the reference cost along p and with the slope the trainer's
+    line search logged; phi'(alpha_k), at the first step's length (1 when none was taken), with
+    a central difference there."""
+    trial = alpha if alpha > 0 else 1.0
+    _, g_a = _at(ctx, theta0 + trial * p)
+    vectors = {"g_v": g0[:, None], "p_v": p[:, None], "g_next": g_a[:, None]}
+    scalars: dict = {}
+    _run(ctx, full, ["lbfgs.slope", "lbfgs.slope.a"], vectors, scalars)
+    step = 1e-3 / max(float(np.abs(p).max()), 1e-300)
+
+    def five_point(a: float, h: float) -> float:
+        """The five-point central difference (error of order h^4)."""
+        f = {k: _at(ctx, theta0 + (a + k * h) * p)[0] for k in (-2, -1, 1, 2)}
+        return (8 * (f[1] - f[-1]) - (f[2] - f[-2])) / (12 * h)
+
+    pairs = []
+    for name, a in (("dphi_0", 0.0), ("dphi_a", trial)):
+        wide, narrow = five_point(a, step), five_point(a, step / 2)
+        if abs(wide - narrow) > 1e-7 * max(abs(narrow), 1.0):
+            continue  # a kink (ReLU, L1) within the stencil: no difference quotient there
+        label = "phi'(0)" if name == "dphi_0" else "phi'(alpha_k)"
+        pairs.append((label, np.array([scalars[name]]), "finite differences", np.array([narrow])))
+    if log:
+        logged = np.array([log[0][2]])
+        pairs.append(("phi'(0)", np.array([scalars["dphi_0"]]), "trainer (line search)", logged))
+    return pairs
+
+
 def _keeps(test: sp.Basic, s: np.ndarray, y: np.ndarray) -> bool:
     """The printed test of a new pair."""
     values = {"s_norm": float(np.linalg.norm(s)), "y_norm": float(np.linalg.norm(y))}
@@ -212,9 +247,10 @@ def _trust_rows(ctx: Context, eqs: dict) -> dict[str, Row]:
     norm_g = float(np.linalg.norm(g))
     tol = min(0.5, np.sqrt(norm_g)) * norm_g
     boundary = False
+    curvature = full["trust.cg.alpha"].kernel  # the printed test d^T H d > 0
     for _ in range(min(ctx.P, 250)):
         d = vectors["d_v"][:, 0]
-        if float(d @ H @ d) > 0:
+        if _holds(ctx, curvature, vectors, scalars):
             _run(ctx, full, ["trust.cg.alpha"], vectors, scalars)
             inside = vectors["p_v"][:, 0] + scalars["alpha"] * d
             if np.linalg.norm(inside) < radius:
@@ -253,6 +289,14 @@ def _trust_rows(ctx: Context, eqs: dict) -> dict[str, Row]:
     if not taken:
         rows.update(_no_step(ctx, thetas))
     return rows
+
+
+def _holds(ctx: Context, test: sp.Basic, vectors: dict, scalars: dict) -> bool:
+    """A printed comparison of a 1 x 1 matrix expression with a number, evaluated."""
+    from ..evaluate import MatrixEvaluator
+
+    value = MatrixEvaluator(CGNet(ctx, vectors, scalars)).evaluate(test.lhs)
+    return bool(test.func(float(np.asarray(value, dtype=np.float64).reshape(-1)[0]), test.rhs))
 
 
 def _no_step(ctx: Context, thetas) -> dict[str, Row]:
