@@ -177,7 +177,13 @@ class DerivationLatexPrinter(LatexPrinter):
 
     def _print_MatMul(self, expr):
         coeff, mats = expr.as_coeff_matrices()
-        body = " ".join(self.parenthesize(m, PRECEDENCE["Mul"], strict=True) for m in mats)
+        # a Hadamard product is a factor of its own: (A o B) C, not A o B C
+        body = " ".join(
+            r"\left(%s\right)" % self._print(m)
+            if isinstance(m, sp.HadamardProduct)
+            else self.parenthesize(m, PRECEDENCE["Mul"], strict=True)
+            for m in mats
+        )
         if coeff == 1:
             return body
         if coeff == -1:
