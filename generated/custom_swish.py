@@ -173,7 +173,7 @@ class CustomSwish:
         t_2_0 = np.empty((m, 1), dtype=dt)
 
         def forward(x):
-            # (3), (4) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            # (3), (4) Z_1 = X*W_1.T + ones_m*b_1, then A_1 = f_1(Z_1)
             np.dot(x, W_1.T, z_1)
             np.add(z_1, b_1, z_1)
             np.multiply(z_1, 0.5, a_1)
@@ -181,7 +181,7 @@ class CustomSwish:
             np.multiply(a_1, 0.5, a_1)
             np.add(a_1, 0.5, a_1)
             np.multiply(a_1, z_1, a_1)
-            # (5), (6) z_2 = [a_1 | 1] [W_2 | b_2]^T, a_2 = f_2(z_2)
+            # (5), (6) Z_2 = A_1*W_2.T + ones_m*b_2 = [A_1 | ones_m]*[W_2 | b_2.T].T, then A_2 = f_2(Z_2)
             np.dot(a_1_1, Wb_2.T, a_2)
 
         cache = [z_1, a_1, a_2, a_2]
@@ -203,10 +203,11 @@ class CustomSwish:
             np.divide(delta_2, t_2_0, delta_2)
             np.multiply(delta_2, 2, delta_2)
             np.multiply(delta_2, scale, delta_2)
-            # (16), (17) [dC/dW_2 | dC/db_2] = delta_2^T [a_1 | 1]
+            # (16), (17) the data terms of dC_dW_2, dC_db_2 times m*scale: delta_2.T*[a_1 | ones_m]
             np.dot(delta_2.T, a_1_1, gWb_2)
-            # (13) delta_1 = f'_1 * (delta_2 W_2)
+            # (12) scale*dC_dA_1 = delta_2*W_2
             np.dot(delta_2, W_2, delta_1)
+            # (13) Delta_1 = FP_1 .* (Delta_2*W_2): delta_1 *= f'_1
             np.exp(z_1, t_1_0)
             np.add(t_1_0, z_1, t_1_0)
             np.add(t_1_0, 1, t_1_0)
@@ -216,7 +217,7 @@ class CustomSwish:
             np.multiply(t_1_0, t_1_0, t_1_0)
             np.divide(delta_1, t_1_0, delta_1)
             np.multiply(delta_1, 0.25, delta_1)
-            # (14), (15) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            # (14), (15) the data terms of dC_dW_1, dC_db_1 times m*scale: delta_1.T*x, ones_m.T*delta_1
             np.dot(delta_1.T, x, gW_1)
             np.add.reduce(delta_1, 0, None, gb_1)
 

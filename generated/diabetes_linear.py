@@ -161,7 +161,7 @@ class DiabetesLinear:
         a_1 = np.empty((m, 1), dtype=dt)
 
         def forward(x):
-            # (3), (4) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            # (3), (4) Z_1 = X*W_1.T + ones_m*b_1, then A_1 = f_1(Z_1)
             np.dot(x, W_1.T, a_1)
             np.add(a_1, b_1, a_1)
 
@@ -176,7 +176,7 @@ class DiabetesLinear:
             # (7) output delta, times scale
             np.subtract(a_1, Y, delta_1)
             np.multiply(delta_1, scale, delta_1)
-            # (8), (9) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            # (8), (9) the data terms of dC_dW_1, dC_db_1 times m*scale: delta_1.T*x, ones_m.T*delta_1
             np.dot(delta_1.T, x, gW_1)
             np.add.reduce(delta_1, 0, None, gb_1)
 
@@ -294,18 +294,15 @@ class DiabetesLinear:
     def _hessian(self, X, Y):
         """The closed form (12) for a model without hidden layers; regulariser over n."""
         m = X.shape[0]
-        # one output: H = [[X^T S X, X^T s], [s^T X, sum s]] / m in the flat order [w, b]
+        # (12) the block of each output unit over [w_j, b_j], printed from its
+        # matrix form (symgrad.codegen.closed); the regulariser's diagonal is added below
         s = np.broadcast_to(1, (m, 1))
-        d = X.shape[1]
-        H = np.empty((d + 1, d + 1), dtype=self.dtype)
-        if np.all(s >= 0):
-            B = X * np.sqrt(s)
-            H[:d, :d] = B.T @ B  # symmetric rank-m update: NumPy calls syrk for B.T @ B
-        else:
-            H[:d, :d] = (X * s).T @ X
-        H[:d, d] = X.T @ s[:, 0]
-        H[d, :d] = H[:d, d]
-        H[d, d] = s.sum()
+        H = np.empty((11, 11), dtype=self.dtype)
+        B = X * np.sqrt(s)
+        H[:10, :10] = B.T @ B  # symmetric rank-m update: NumPy calls syrk for B.T @ B
+        H[:10, 10] = X.T @ s[:, 0]
+        H[10, :10] = H[:10, 10]
+        H[10, 10] = s.sum()
         H /= m
         return H
 
@@ -347,29 +344,35 @@ class DiabetesLinear:
                     continue
                 return np.linalg.solve(H, grad)
             return grad.copy()  # no factor (NaN in H): the steepest descent direction
-        # conjugate gradients on Hessian-vector products; stops where H + damping I is not
-        # positive definite along the search direction (p = grad when that happens at once)
+        # conjugate gradients on Hessian-vector products (37)-(42); stops
+        # where H + damping I is not positive definite along the search direction (p = grad
+        # when that happens at once)
         p = np.zeros_like(grad)
         r = grad.copy()
         d = r.copy()
-        rr = float(r @ r)
-        tol = 1e-20 * max(rr, 1e-300)
+        rho = float(r @ r)
+        tol = 1e-20 * max(rho, 1e-300)
+
+        def hvp(v):
+            return self._rop(X, Y, v[:, None], False)[:, 0]
+
         for _ in range(min(N_PARAMS, 250)):
-            Hd = self._rop(X, Y, d[:, None], False)[:, 0] + damping * d
-            dHd = float(d @ Hd)
-            if dHd <= 0:
+            Ad = hvp(d) + d * damping
+            curvature = float(d @ Ad)
+            if curvature <= 0:
                 if not p.any():
                     p = grad.copy()
                 break
-            step = rr / dHd
-            p += step * d
-            r -= step * Hd
-            rr_new = float(r @ r)
-            if rr_new < tol:
+            alpha = rho / curvature
+            p += alpha * d
+            r -= Ad * alpha
+            rho_new = float(r @ r)
+            if rho_new < tol:
                 break
-            d *= rr_new / rr
+            beta = rho_new / rho
+            d *= beta
             d += r
-            rr = rr_new
+            rho = rho_new
         return p
 
     @staticmethod

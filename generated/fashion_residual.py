@@ -216,20 +216,21 @@ class FashionResidual:
         z_4 = np.empty((m, 10), dtype=dt)
 
         def forward(x):
-            # (5), (6) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            # (5), (6) Z_1 = X*W_1.T + ones_m*b_1, then A_1 = f_1(Z_1)
             np.matmul(x, W_1.T, a_1)
             np.add(a_1, b_1, a_1)
             np.maximum(a_1, 0.0, out=a_1)
-            # (7), (8) z_2 = a_1 W_2^T + b_2, a_2 = f_2(z_2)
+            # (7), (8) Z_2 = A_1*W_2.T + ones_m*b_2, then A_2 = f_2(Z_2)
             np.matmul(a_1, W_2.T, a_2)
             np.add(a_2, b_2, a_2)
             np.maximum(a_2, 0.0, out=a_2)
-            # (9), (10), (11) u_3 = a_2 + a_1, z_3 = u_3 W_3^T + b_3, a_3 = f_3(z_3)
+            # (9) U_3 = A_1 + A_2
             np.add(a_2, a_1, u_3)
+            # (10), (11) Z_3 = U_3*W_3.T + ones_m*b_3, then A_3 = f_3(Z_3)
             np.matmul(u_3, W_3.T, a_3)
             np.add(a_3, b_3, a_3)
             np.maximum(a_3, 0.0, out=a_3)
-            # (12), (13) z_4 = a_3 W_4^T + b_4, a_4 = f_4(z_4)
+            # (12), (13) Z_4 = A_3*W_4.T + ones_m*b_4, then A_4 = f_4(Z_4)
             np.dot(a_3, W_4.T, z_4)
             np.add(z_4, b_4, z_4)
             _softmax(z_4, out=a_4)
@@ -254,29 +255,33 @@ class FashionResidual:
             # (17) output delta, times scale
             np.subtract(a_4, Y, delta_4)
             np.multiply(delta_4, scale, delta_4)
-            # (30), (31) dC/dW_4 = delta_4^T a_3, dC/db_4 = delta_4 summed over the batch
+            # (30), (31) the data terms of dC_dW_4, dC_db_4 times m*scale: delta_4.T*a_3, ones_m.T*delta_4
             np.dot(delta_4.T, a_3, gW_4)
             np.add.reduce(delta_4, 0, None, gb_4)
-            np.dot(delta_4, W_4, delta_3)  # layer 4's term of dC/da_3
-            # (18), (19) delta_3 = f'_3 * (the sum over the layers that read it, accumulated above)
+            # (18) layer 4's term of scale*dC_dA_3: delta_4*W_4
+            np.dot(delta_4, W_4, delta_3)
+            # (19) Delta_3 = FP_3 .* (Delta_4*W_4): delta_3 *= f'_3
             np.greater(a_3, 0.0, t_3_0)
             np.multiply(delta_3, t_3_0, delta_3)
-            # (28), (29) dC/dW_3 = delta_3^T u_3, dC/db_3 = delta_3 summed over the batch
+            # (28), (29) the data terms of dC_dW_3, dC_db_3 times m*scale: delta_3.T*u_3, ones_m.T*delta_3
             np.dot(delta_3.T, u_3, gW_3)
             np.add.reduce(delta_3, 0, None, gb_3)
-            np.dot(delta_3, W_3, delta_2)  # layer 3's term of dC/da_2
-            np.copyto(delta_1, delta_2)  # layer 3's term of dC/da_1, as of a_2 (add)
-            # (20), (21) delta_2 = f'_2 * (the sum over the layers that read it, accumulated above)
+            # (20) layer 3's term of scale*dC_dA_2: delta_3*W_3
+            np.dot(delta_3, W_3, delta_2)
+            # (22) layer 3's term of scale*dC_dA_1, as of a_2 (add): delta_3*W_3
+            np.copyto(delta_1, delta_2)
+            # (21) Delta_2 = FP_2 .* (Delta_3*W_3): delta_2 *= f'_2
             np.greater(a_2, 0.0, t_2_0)
             np.multiply(delta_2, t_2_0, delta_2)
-            # (26), (27) dC/dW_2 = delta_2^T a_1, dC/db_2 = delta_2 summed over the batch
+            # (26), (27) the data terms of dC_dW_2, dC_db_2 times m*scale: delta_2.T*a_1, ones_m.T*delta_2
             np.dot(delta_2.T, a_1, gW_2)
             np.add.reduce(delta_2, 0, None, gb_2)
-            np.add(delta_1, delta_2 @ W_2, delta_1)  # layer 2's term of dC/da_1
-            # (22), (23) delta_1 = f'_1 * (the sum over the layers that read it, accumulated above)
+            # (22) layer 2's term of scale*dC_dA_1: delta_2*W_2
+            np.add(delta_1, delta_2 @ W_2, delta_1)
+            # (23) Delta_1 = FP_1 .* (Delta_2*W_2 + Delta_3*W_3): delta_1 *= f'_1
             np.greater(a_1, 0.0, t_1_0)
             np.multiply(delta_1, t_1_0, delta_1)
-            # (24), (25) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            # (24), (25) the data terms of dC_dW_1, dC_db_1 times m*scale: delta_1.T*x, ones_m.T*delta_1
             np.dot(delta_1.T, x, gW_1)
             np.add.reduce(delta_1, 0, None, gb_1)
 
@@ -407,9 +412,8 @@ class FashionResidual:
         Rz_4 = a_3 @ V_4.transpose(0, 2, 1) + Ra_3 @ self.W_4.T + vb_4
         # (17) output delta
         delta_4 = a_4 - Y
-        # (47) R{delta_4}: the output curvature (34) applied to R{z_4}
-        vRz = np.sum(Rz_4 * a_4, axis=-1, keepdims=True)
-        Rdelta_4 = Rz_4 * a_4 - a_4 * vRz
+        # (47) RDelta_4 = SD_4 .* RZ_4 + SU_4 .* ((SV_4 .* RZ_4)*ones_n_4*ones_n_4.T)
+        Rdelta_4 = Rz_4 * a_4 - (Rz_4 * a_4).sum(axis=-1, keepdims=True) * a_4
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
         # backward sweep, and the rows of H V
         # (51) Hv_W_4 = (lambda_2/N)*V_4 + 1/m*(Delta_4.T*RA_3 + RDelta_4.T*A_3)

@@ -159,7 +159,7 @@ class LinearRegression:
         a_1 = np.empty((m, 1), dtype=dt)
 
         def forward(x):
-            # (3), (4) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            # (3), (4) Z_1 = X*W_1.T + ones_m*b_1, then A_1 = f_1(Z_1)
             np.dot(x, W_1.T, a_1)
             np.add(a_1, b_1, a_1)
 
@@ -174,7 +174,7 @@ class LinearRegression:
             # (7) output delta, times scale
             np.subtract(a_1, Y, delta_1)
             np.multiply(delta_1, scale, delta_1)
-            # (8), (9) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            # (8), (9) the data terms of dC_dW_1, dC_db_1 times m*scale: delta_1.T*x, ones_m.T*delta_1
             np.dot(delta_1.T, x, gW_1)
             np.add.reduce(delta_1, 0, None, gb_1)
 
@@ -292,18 +292,15 @@ class LinearRegression:
     def _hessian(self, X, Y):
         """The closed form (12) for a model without hidden layers; regulariser over n."""
         m = X.shape[0]
-        # one output: H = [[X^T S X, X^T s], [s^T X, sum s]] / m in the flat order [w, b]
+        # (12) the block of each output unit over [w_j, b_j], printed from its
+        # matrix form (symgrad.codegen.closed); the regulariser's diagonal is added below
         s = np.broadcast_to(1, (m, 1))
-        d = X.shape[1]
-        H = np.empty((d + 1, d + 1), dtype=self.dtype)
-        if np.all(s >= 0):
-            B = X * np.sqrt(s)
-            H[:d, :d] = B.T @ B  # symmetric rank-m update: NumPy calls syrk for B.T @ B
-        else:
-            H[:d, :d] = (X * s).T @ X
-        H[:d, d] = X.T @ s[:, 0]
-        H[d, :d] = H[:d, d]
-        H[d, d] = s.sum()
+        H = np.empty((4, 4), dtype=self.dtype)
+        B = X * np.sqrt(s)
+        H[:3, :3] = B.T @ B  # symmetric rank-m update: NumPy calls syrk for B.T @ B
+        H[:3, 3] = X.T @ s[:, 0]
+        H[3, :3] = H[:3, 3]
+        H[3, 3] = s.sum()
         H /= m
         return H
 

@@ -167,7 +167,7 @@ class LogisticRegression:
         z_1 = np.empty((m, 1), dtype=dt)
 
         def forward(x):
-            # (5), (6) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            # (5), (6) Z_1 = X*W_1.T + ones_m*b_1, then A_1 = f_1(Z_1)
             np.dot(x, W_1.T, z_1)
             np.add(z_1, b_1, z_1)
             np.multiply(z_1, 0.5, a_1)
@@ -186,7 +186,7 @@ class LogisticRegression:
             # (9) output delta, times scale
             np.subtract(a_1, Y, delta_1)
             np.multiply(delta_1, scale, delta_1)
-            # (10), (11) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            # (10), (11) the data terms of dC_dW_1, dC_db_1 times m*scale: delta_1.T*x, ones_m.T*delta_1
             np.dot(delta_1.T, x, gW_1)
             np.add.reduce(delta_1, 0, None, gb_1)
 
@@ -328,18 +328,18 @@ class LogisticRegression:
         m = X.shape[0]
         cache = self._forward(X)
         a_1 = cache[2]
-        # one output: H = [[X^T S X, X^T s], [s^T X, sum s]] / m in the flat order [w, b]
+        # (16) the block of each output unit over [w_j, b_j], printed from its
+        # matrix form (symgrad.codegen.closed); the regulariser's diagonal is added below
         s = np.broadcast_to(a_1 * (1 - a_1), (m, 1))
-        d = X.shape[1]
-        H = np.empty((d + 1, d + 1), dtype=self.dtype)
+        H = np.empty((31, 31), dtype=self.dtype)
         if np.all(s >= 0):
             B = X * np.sqrt(s)
-            H[:d, :d] = B.T @ B  # symmetric rank-m update: NumPy calls syrk for B.T @ B
+            H[:30, :30] = B.T @ B  # symmetric rank-m update: NumPy calls syrk for B.T @ B
         else:
-            H[:d, :d] = (X * s).T @ X
-        H[:d, d] = X.T @ s[:, 0]
-        H[d, :d] = H[:d, d]
-        H[d, d] = s.sum()
+            H[:30, :30] = (X * s).T @ X
+        H[:30, 30] = X.T @ s[:, 0]
+        H[30, :30] = H[:30, 30]
+        H[30, 30] = s.sum()
         H /= m
         H[np.diag_indices_from(H)] += self._reg_hess(n)
         return H
@@ -383,29 +383,35 @@ class LogisticRegression:
                     continue
                 return np.linalg.solve(H, grad)
             return grad.copy()  # no factor (NaN in H): the steepest descent direction
-        # conjugate gradients on Hessian-vector products; stops where H + damping I is not
-        # positive definite along the search direction (p = grad when that happens at once)
+        # conjugate gradients on Hessian-vector products (43)-(48); stops
+        # where H + damping I is not positive definite along the search direction (p = grad
+        # when that happens at once)
         p = np.zeros_like(grad)
         r = grad.copy()
         d = r.copy()
-        rr = float(r @ r)
-        tol = 1e-20 * max(rr, 1e-300)
+        rho = float(r @ r)
+        tol = 1e-20 * max(rho, 1e-300)
+
+        def hvp(v):
+            return self._rop(X, Y, v[:, None], False, n)[:, 0]
+
         for _ in range(min(N_PARAMS, 250)):
-            Hd = self._rop(X, Y, d[:, None], False, n)[:, 0] + damping * d
-            dHd = float(d @ Hd)
-            if dHd <= 0:
+            Ad = hvp(d) + d * damping
+            curvature = float(d @ Ad)
+            if curvature <= 0:
                 if not p.any():
                     p = grad.copy()
                 break
-            step = rr / dHd
-            p += step * d
-            r -= step * Hd
-            rr_new = float(r @ r)
-            if rr_new < tol:
+            alpha = rho / curvature
+            p += alpha * d
+            r -= Ad * alpha
+            rho_new = float(r @ r)
+            if rho_new < tol:
                 break
-            d *= rr_new / rr
+            beta = rho_new / rho
+            d *= beta
             d += r
-            rr = rr_new
+            rho = rho_new
         return p
 
     @staticmethod

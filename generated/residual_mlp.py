@@ -248,31 +248,34 @@ class ResidualMlp:
         u_6 = np.empty((m, 64), dtype=dt)  # the merged input (concat)
 
         def forward(x):
-            # (5), (6) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            # (5), (6) Z_1 = X*W_1.T + ones_m*b_1, then A_1 = f_1(Z_1)
             np.matmul(x, W_1.T, a_1)
             np.add(a_1, b_1, a_1)
             np.tanh(a_1, a_1)
-            # (7), (8) z_2 = a_1 W_2^T + b_2, a_2 = f_2(z_2)
+            # (7), (8) Z_2 = A_1*W_2.T + ones_m*b_2, then A_2 = f_2(Z_2)
             np.matmul(a_1, W_2.T, a_2)
             np.add(a_2, b_2, a_2)
             np.maximum(a_2, 0.0, out=a_2)
-            # (9), (10), (11) u_3 = a_2 + a_1, z_3 = u_3 W_3^T + b_3, a_3 = f_3(z_3)
+            # (9) U_3 = A_1 + A_2
             np.add(a_2, a_1, u_3)
+            # (10), (11) Z_3 = U_3*W_3.T + ones_m*b_3, then A_3 = f_3(Z_3)
             np.matmul(u_3, W_3.T, a_3)
             np.add(a_3, b_3, a_3)
             np.tanh(a_3, a_3)
-            # (12), (13) z_4 = a_3 W_4^T + b_4, a_4 = f_4(z_4)
+            # (12), (13) Z_4 = A_3*W_4.T + ones_m*b_4, then A_4 = f_4(Z_4)
             np.matmul(a_3, W_4.T, a_4)
             np.add(a_4, b_4, a_4)
             np.maximum(a_4, 0.0, out=a_4)
-            # (14), (15), (16) u_5 = a_4 + a_3, z_5 = u_5 W_5^T + b_5, a_5 = f_5(z_5)
+            # (14) U_5 = A_3 + A_4
             np.add(a_4, a_3, u_5)
+            # (15), (16) Z_5 = U_5*W_5.T + ones_m*b_5, then A_5 = f_5(Z_5)
             np.matmul(u_5, W_5.T, a_5)
             np.add(a_5, b_5, a_5)
             np.tanh(a_5, a_5)
-            # (17), (18), (19) u_6 = [a_5 | a_1], z_6 = u_6 W_6^T + b_6, a_6 = f_6(z_6)
+            # (17) U_6 = [A_5 | A_1]
             u_6[:, 0:32] = a_5
             u_6[:, 32:64] = a_1
+            # (18), (19) Z_6 = U_6*W_6.T + ones_m*b_6, then A_6 = f_6(Z_6)
             np.dot(u_6, W_6.T, z_6)
             np.add(z_6, b_6, z_6)
             _softmax(z_6, out=a_6)
@@ -303,48 +306,56 @@ class ResidualMlp:
             # (25) output delta, times scale
             np.subtract(a_6, Y, delta_6)
             np.multiply(delta_6, scale, delta_6)
-            # (46), (47) dC/dW_6 = delta_6^T u_6, dC/db_6 = delta_6 summed over the batch
+            # (46), (47) the data terms of dC_dW_6, dC_db_6 times m*scale: delta_6.T*u_6, ones_m.T*delta_6
             np.dot(delta_6.T, u_6, gW_6)
             np.add.reduce(delta_6, 0, None, gb_6)
-            np.dot(delta_6, W_6[:, 0:32], delta_5)  # layer 6's term of dC/da_5
-            np.dot(delta_6, W_6[:, 32:64], delta_1)  # layer 6's term of dC/da_1
-            # (26), (27) delta_5 = f'_5 * (the sum over the layers that read it, accumulated above)
+            # (26) layer 6's term of scale*dC_dA_5: delta_6*W_6[:, 0:32]
+            np.dot(delta_6, W_6[:, 0:32], delta_5)
+            # (34) layer 6's term of scale*dC_dA_1: delta_6*W_6[:, 32:64]
+            np.dot(delta_6, W_6[:, 32:64], delta_1)
+            # (27) Delta_5 = FP_5 .* (Delta_6*W_6_5): delta_5 *= f'_5
             np.multiply(a_5, a_5, t_5_0)
             np.subtract(1, t_5_0, t_5_0)
             np.multiply(delta_5, t_5_0, delta_5)
-            # (44), (45) dC/dW_5 = delta_5^T u_5, dC/db_5 = delta_5 summed over the batch
+            # (44), (45) the data terms of dC_dW_5, dC_db_5 times m*scale: delta_5.T*u_5, ones_m.T*delta_5
             np.dot(delta_5.T, u_5, gW_5)
             np.add.reduce(delta_5, 0, None, gb_5)
-            np.dot(delta_5, W_5, delta_4)  # layer 5's term of dC/da_4
-            np.copyto(delta_3, delta_4)  # layer 5's term of dC/da_3, as of a_4 (add)
-            # (28), (29) delta_4 = f'_4 * (the sum over the layers that read it, accumulated above)
+            # (28) layer 5's term of scale*dC_dA_4: delta_5*W_5
+            np.dot(delta_5, W_5, delta_4)
+            # (30) layer 5's term of scale*dC_dA_3, as of a_4 (add): delta_5*W_5
+            np.copyto(delta_3, delta_4)
+            # (29) Delta_4 = FP_4 .* (Delta_5*W_5): delta_4 *= f'_4
             np.greater(a_4, 0.0, t_4_0)
             np.multiply(delta_4, t_4_0, delta_4)
-            # (42), (43) dC/dW_4 = delta_4^T a_3, dC/db_4 = delta_4 summed over the batch
+            # (42), (43) the data terms of dC_dW_4, dC_db_4 times m*scale: delta_4.T*a_3, ones_m.T*delta_4
             np.dot(delta_4.T, a_3, gW_4)
             np.add.reduce(delta_4, 0, None, gb_4)
-            np.add(delta_3, delta_4 @ W_4, delta_3)  # layer 4's term of dC/da_3
-            # (30), (31) delta_3 = f'_3 * (the sum over the layers that read it, accumulated above)
+            # (30) layer 4's term of scale*dC_dA_3: delta_4*W_4
+            np.add(delta_3, delta_4 @ W_4, delta_3)
+            # (31) Delta_3 = FP_3 .* (Delta_4*W_4 + Delta_5*W_5): delta_3 *= f'_3
             np.multiply(a_3, a_3, t_3_0)
             np.subtract(1, t_3_0, t_3_0)
             np.multiply(delta_3, t_3_0, delta_3)
-            # (40), (41) dC/dW_3 = delta_3^T u_3, dC/db_3 = delta_3 summed over the batch
+            # (40), (41) the data terms of dC_dW_3, dC_db_3 times m*scale: delta_3.T*u_3, ones_m.T*delta_3
             np.dot(delta_3.T, u_3, gW_3)
             np.add.reduce(delta_3, 0, None, gb_3)
-            np.dot(delta_3, W_3, delta_2)  # layer 3's term of dC/da_2
-            np.add(delta_1, delta_2, delta_1)  # layer 3's term of dC/da_1, as of a_2 (add)
-            # (32), (33) delta_2 = f'_2 * (the sum over the layers that read it, accumulated above)
+            # (32) layer 3's term of scale*dC_dA_2: delta_3*W_3
+            np.dot(delta_3, W_3, delta_2)
+            # (34) layer 3's term of scale*dC_dA_1, as of a_2 (add): delta_3*W_3
+            np.add(delta_1, delta_2, delta_1)
+            # (33) Delta_2 = FP_2 .* (Delta_3*W_3): delta_2 *= f'_2
             np.greater(a_2, 0.0, t_2_0)
             np.multiply(delta_2, t_2_0, delta_2)
-            # (38), (39) dC/dW_2 = delta_2^T a_1, dC/db_2 = delta_2 summed over the batch
+            # (38), (39) the data terms of dC_dW_2, dC_db_2 times m*scale: delta_2.T*a_1, ones_m.T*delta_2
             np.dot(delta_2.T, a_1, gW_2)
             np.add.reduce(delta_2, 0, None, gb_2)
-            np.add(delta_1, delta_2 @ W_2, delta_1)  # layer 2's term of dC/da_1
-            # (34), (35) delta_1 = f'_1 * (the sum over the layers that read it, accumulated above)
+            # (34) layer 2's term of scale*dC_dA_1: delta_2*W_2
+            np.add(delta_1, delta_2 @ W_2, delta_1)
+            # (35) Delta_1 = FP_1 .* (Delta_2*W_2 + Delta_3*W_3 + Delta_6*W_6_1): delta_1 *= f'_1
             np.multiply(a_1, a_1, t_1_0)
             np.subtract(1, t_1_0, t_1_0)
             np.multiply(delta_1, t_1_0, delta_1)
-            # (36), (37) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            # (36), (37) the data terms of dC_dW_1, dC_db_1 times m*scale: delta_1.T*x, ones_m.T*delta_1
             np.dot(delta_1.T, x, gW_1)
             np.add.reduce(delta_1, 0, None, gb_1)
 
@@ -503,9 +514,8 @@ class ResidualMlp:
         Rz_6 = Ru_6 @ self.W_6.T + u_6 @ V_6.transpose(0, 2, 1) + vb_6
         # (25) output delta
         delta_6 = a_6 - Y
-        # (69) R{delta_6}: the output curvature (50) applied to R{z_6}
-        vRz = np.sum(Rz_6 * a_6, axis=-1, keepdims=True)
-        Rdelta_6 = Rz_6 * a_6 - a_6 * vRz
+        # (69) RDelta_6 = SD_6 .* RZ_6 + SU_6 .* ((SV_6 .* RZ_6)*ones_n_6*ones_n_6.T)
+        Rdelta_6 = Rz_6 * a_6 - (Rz_6 * a_6).sum(axis=-1, keepdims=True) * a_6
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
         # backward sweep, and the rows of H V
         # (75) Hv_W_6 = (lambda_2/N)*V_6 + 1/m*(Delta_6.T*RU_6 + RDelta_6.T*U_6)

@@ -184,14 +184,14 @@ class Seed002:
         t_3_0 = np.empty((m, 1), dtype=dt)
 
         def forward(x):
-            # (3), (4) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            # (3), (4) Z_1 = X*W_1.T + ones_m*b_1, then A_1 = f_1(Z_1)
             np.matmul(x, W_1.T, a_1)
             np.add(a_1, b_1, a_1)
             np.maximum(a_1, 0.0, out=a_1)
-            # (5), (6) z_2 = [a_1 | 1] [W_2 | b_2]^T, a_2 = f_2(z_2)
+            # (5), (6) Z_2 = A_1*W_2.T + ones_m*b_2 = [A_1 | ones_m]*[W_2 | b_2.T].T, then A_2 = f_2(Z_2)
             np.matmul(a_1_1, Wb_2.T, a_2)
             np.maximum(a_2, 0.0, out=a_2)
-            # (7), (8) z_3 = [a_2 | 1] [W_3 | b_3]^T, a_3 = f_3(z_3)
+            # (7), (8) Z_3 = A_2*W_3.T + ones_m*b_3 = [A_2 | ones_m]*[W_3 | b_3.T].T, then A_3 = f_3(Z_3)
             np.dot(a_2_1, Wb_3.T, a_3)
             np.multiply(a_3, 0.5, a_3)
             np.tanh(a_3, a_3)
@@ -218,19 +218,21 @@ class Seed002:
             np.multiply(delta_3, t_3_0, delta_3)
             np.multiply(delta_3, a_3, delta_3)
             np.multiply(delta_3, scale, delta_3)
-            # (22), (23) [dC/dW_3 | dC/db_3] = delta_3^T [a_2 | 1]
+            # (22), (23) the data terms of dC_dW_3, dC_db_3 times m*scale: delta_3.T*[a_2 | ones_m]
             np.dot(delta_3.T, a_2_1, gWb_3)
-            # (15) delta_2 = f'_2 * (delta_3 W_3)
+            # (14) scale*dC_dA_2 = delta_3*W_3
             np.dot(delta_3, W_3, delta_2)
+            # (15) Delta_2 = FP_2 .* (Delta_3*W_3): delta_2 *= f'_2
             np.greater(a_2, 0.0, t_2_0)
             np.multiply(delta_2, t_2_0, delta_2)
-            # (20), (21) [dC/dW_2 | dC/db_2] = delta_2^T [a_1 | 1]
+            # (20), (21) the data terms of dC_dW_2, dC_db_2 times m*scale: delta_2.T*[a_1 | ones_m]
             np.dot(delta_2.T, a_1_1, gWb_2)
-            # (17) delta_1 = f'_1 * (delta_2 W_2)
+            # (16) scale*dC_dA_1 = delta_2*W_2
             np.dot(delta_2, W_2, delta_1)
+            # (17) Delta_1 = FP_1 .* (Delta_2*W_2): delta_1 *= f'_1
             np.greater(a_1, 0.0, t_1_0)
             np.multiply(delta_1, t_1_0, delta_1)
-            # (18), (19) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            # (18), (19) the data terms of dC_dW_1, dC_db_1 times m*scale: delta_1.T*x, ones_m.T*delta_1
             np.dot(delta_1.T, x, gW_1)
             np.add.reduce(delta_1, 0, None, gb_1)
 

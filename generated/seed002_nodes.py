@@ -193,13 +193,13 @@ class Seed002Nodes:
         t_3_0 = np.empty((m, 1), dtype=dt)
 
         def forward(x):
-            # (3), (4) z_1 = x W_1^T (no bias), a_1 = f_1(z_1)
+            # (3), (4) Z_1 = X*W_1.T, then A_1 = f_1(Z_1)
             np.matmul(x, W_1.T, a_1)
             np.maximum(a_1, 0.0, out=a_1)
-            # (5), (6) z_2 = a_1 W_2^T (no bias), a_2 = f_2(z_2)
+            # (5), (6) Z_2 = A_1*W_2.T, then A_2 = f_2(Z_2)
             np.matmul(a_1, W_2.T, a_2)
             np.maximum(a_2, 0.0, out=a_2)
-            # (7), (8) z_3 = a_2 W_3^T (no bias), a_3 = f_3(z_3)
+            # (7), (8) Z_3 = A_2*W_3.T, then A_3 = f_3(Z_3)
             np.dot(a_2, W_3.T, a_3)
             np.multiply(a_3, 0.5, a_3)
             np.tanh(a_3, a_3)
@@ -225,19 +225,21 @@ class Seed002Nodes:
             np.multiply(delta_3, t_3_0, delta_3)
             np.multiply(delta_3, a_3, delta_3)
             np.multiply(delta_3, scale, delta_3)
-            # (20) dC/dW_3 = delta_3^T a_2 (no bias)
+            # (20) the data terms of dC_dW_3 times m*scale: delta_3.T*a_2
             np.dot(delta_3.T, a_2, gW_3)
-            # (15) delta_2 = f'_2 * (delta_3 W_3)
+            # (14) scale*dC_dA_2 = delta_3*W_3
             np.dot(delta_3, W_3, delta_2)
+            # (15) Delta_2 = FP_2 .* (Delta_3*W_3): delta_2 *= f'_2
             np.greater(a_2, 0.0, t_2_0)
             np.multiply(delta_2, t_2_0, delta_2)
-            # (19) dC/dW_2 = delta_2^T a_1 (no bias)
+            # (19) the data terms of dC_dW_2 times m*scale: delta_2.T*a_1
             np.dot(delta_2.T, a_1, gW_2)
-            # (17) delta_1 = f'_1 * (delta_2 W_2)
+            # (16) scale*dC_dA_1 = delta_2*W_2
             np.dot(delta_2, W_2, delta_1)
+            # (17) Delta_1 = FP_1 .* (Delta_2*W_2): delta_1 *= f'_1
             np.greater(a_1, 0.0, t_1_0)
             np.multiply(delta_1, t_1_0, delta_1)
-            # (18) dC/dW_1 = delta_1^T x (no bias)
+            # (18) the data terms of dC_dW_1 times m*scale: delta_1.T*x
             np.dot(delta_1.T, x, gW_1)
 
         return forward, backward, cache

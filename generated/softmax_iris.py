@@ -179,7 +179,7 @@ class SoftmaxIris:
         z_1 = np.empty((m, 3), dtype=dt)
 
         def forward(x):
-            # (4), (5) z_1 = x W_1^T + b_1, a_1 = f_1(z_1)
+            # (4), (5) Z_1 = X*W_1.T + ones_m*b_1, then A_1 = f_1(Z_1)
             np.dot(x, W_1.T, z_1)
             np.add(z_1, b_1, z_1)
             _softmax(z_1, out=a_1)
@@ -195,7 +195,7 @@ class SoftmaxIris:
             # (7) output delta, times scale
             np.subtract(a_1, Y, delta_1)
             np.multiply(delta_1, scale, delta_1)
-            # (8), (9) dC/dW_1 = delta_1^T x, dC/db_1 = delta_1 summed over the batch
+            # (8), (9) the data terms of dC_dW_1, dC_db_1 times m*scale: delta_1.T*x, ones_m.T*delta_1
             np.dot(delta_1.T, x, gW_1)
             np.add.reduce(delta_1, 0, None, gb_1)
 
@@ -283,9 +283,8 @@ class SoftmaxIris:
         # forward sweep
         # (18) RZ_1 = X*V_1.T + ones_m*vb_1
         Rz_1 = X @ V_1.transpose(0, 2, 1) + vb_1
-        # (19) R{delta_1}: the output curvature (10) applied to R{z_1}
-        vRz = np.sum(Rz_1 * a_1, axis=-1, keepdims=True)
-        Rdelta_1 = Rz_1 * a_1 - a_1 * vRz
+        # (19) RDelta_1 = SD_1 .* RZ_1 + SU_1 .* ((SV_1 .* RZ_1)*ones_n_1*ones_n_1.T)
+        Rdelta_1 = Rz_1 * a_1 - (Rz_1 * a_1).sum(axis=-1, keepdims=True) * a_1
         out = np.empty((k, N_PARAMS), dtype=self.dtype)
         # backward sweep, and the rows of H V
         # (20) Hv_W_1 = 1/m*(RDelta_1.T*X)
@@ -336,8 +335,8 @@ class SoftmaxIris:
         U = ((-a_1)[:, :, None] * Xt[:, None, :]).reshape(m, K * d)
         Vr = ((a_1)[:, :, None] * Xt[:, None, :]).reshape(m, K * d)
         Haug += (U.T @ Vr).reshape(K, d, K, d)
-        Haug = Haug.reshape(K * d, K * d)
         Haug /= m
+        Haug = Haug.reshape(K * d, K * d)
         # augmented order (k, [x, 1]) -> flat order (W row-major, then b)
         idx = np.empty(K * d, dtype=np.int64)
         for k_ in range(K):
