@@ -40,8 +40,8 @@ class Output:
     kernels: tuple = ()
     #: the same kernels printed for the closed form (layer 1) and the two-layer Hessian (chunk y)
     closed: dict = field(default_factory=dict)
-    #: a model without hidden layers: one unit's block of the Hessian, printed from the matrix
-    #: form of hess.closed (None for softmax regression, whose matrix form is not printed)
+    #: a model without hidden layers: one unit's block of the Hessian (softmax regression: the
+    #: blocks of every pair of units), printed from the matrix form of hess.closed
     closed_hessian: ClosedHessian | None = None
     eq_cost: str = ""
     eq_loss: str = ""

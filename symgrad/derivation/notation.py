@@ -478,6 +478,18 @@ def Sdiag(idx: str) -> sp.MatrixSymbol:
     return _matrix(f"Sdiag_{idx}", m, m, f"S_{{{idx}}}", "S" + idx)
 
 
+_UNI_SUP = {"d": "ᵈ", "u": "ᵘ", "v": "ᵛ"}
+_UNI_SUB = {"j": "ⱼ", "k": "ₖ"}
+
+
+@functools.cache
+def Spart(part: str, idx: str) -> sp.MatrixSymbol:
+    """``diag(part_idx)`` over the batch (m x m): the kernel ``part`` (d, u or v) of unit idx
+    of the softmax curvature ``S = diag(d) + u v^T`` at every sample."""
+    uni = "S" + _UNI_SUP.get(part, part) + _UNI_SUB.get(idx, idx)
+    return _matrix(f"Sdiag{part}_{idx}", m, m, f"S^{{{part}}}_{{{idx}}}", uni)
+
+
 __all__ = [
     "DISPLAY",
     "A",

@@ -124,6 +124,23 @@ def build_rop_output(d: Derivation) -> None:
     )
 
 
+def _l2_block(bias: bool) -> sp.MatrixExpr:
+    """``lambda_2/N [[I, 0], [0, 0]]`` on one unit's ``[w, b]`` (``lambda_2/N I`` without a
+    bias): the L2 term sits on weight entries only."""
+    if not bias:
+        return nt.lambda_2 / nt.N * sp.Identity(nt.n(0))
+    return (
+        nt.lambda_2
+        / nt.N
+        * sp.BlockMatrix(
+            [
+                [sp.Identity(nt.n(0)), sp.ZeroMatrix(nt.n(0), 1)],
+                [sp.ZeroMatrix(1, nt.n(0)), sp.ZeroMatrix(1, 1)],
+            ]
+        )
+    )
+
+
 def build_closed_form(d: Derivation) -> None:
     """The Hessian of a model without hidden layers, entry by entry (``hess.closed*``)."""
     L = 1
@@ -147,7 +164,36 @@ def build_closed_form(d: Derivation) -> None:
             "Closed form for softmax regression: every pair of output units k, j is coupled "
             "by the softmax curvature; the L2 term sits on weight entries only",
         )
-        matrix = None
+        # per sample S = diag(d) + u v^T (hess.out.diag, .u, .v): the block of units k, j
+        Sd, Su, Sv = nt.Spart("d", "k"), nt.Spart("u", "k"), nt.Spart("v", "j")
+        middle = sp.MatAdd(sp.KroneckerDelta(k, j) * Sd, sp.MatMul(Su, Sv))
+        xt = nt.Xt() if bias else nt.A(0)
+        data = sp.MatMul(1 / nt.m, xt.T, middle, xt)
+        size = nt.n(0) + 1 if bias else nt.n(0)
+        reg = _l2_block(bias) * sp.KroneckerDelta(k, j)
+        blk = sp.MatrixSymbol("H_kj", size, size)
+        nt.DISPLAY.setdefault("H_kj", ("H_{kj}", "Hₖⱼ"))
+        matrix = (blk, sp.MatAdd(data, reg) if d.spec.regularization.l2 else data)
+        words = (
+            ". In matrix form, over a batch X with ",
+            *((nt.Xt(), " = [X, 1], ") if bias else ()),
+            Sd,
+            ", ",
+            Su,
+            " and ",
+            Sv,
+            " the diagonal matrices over the batch of d_k, u_k and v_j, the kernels of ",
+            sp.Eq(
+                nt.Sx(d.depth),
+                sp.MatAdd(
+                    DiagMatrix(nt.vec("d", d.depth)),
+                    sp.MatMul(nt.vec("u", d.depth), nt.vec("v", d.depth).T),
+                ),
+                evaluate=False,
+            ),
+            ", the block of output units k (rows) and j (columns) over their parameters "
+            + ("[w_k, b_k] and [w_j, b_j]:" if bias else "w_k and w_j:"),
+        )
     else:
         s = nt.s(L)[j]
         rows = (
@@ -164,19 +210,8 @@ def build_closed_form(d: Derivation) -> None:
             "H has one block per output unit j (entries between units are 0); the L2 term sits "
             "on weight entries only",
         )
-        reg = (
-            nt.lambda_2
-            / nt.N
-            * sp.BlockMatrix(
-                [
-                    [sp.Identity(nt.n(0)), sp.ZeroMatrix(nt.n(0), 1)],
-                    [sp.ZeroMatrix(1, nt.n(0)), sp.ZeroMatrix(1, 1)],
-                ]
-            )
-        )
+        reg = _l2_block(bias)
         xt = nt.Xt() if bias else nt.A(0)
-        if not bias:  # no bias: the block of unit j is its weights' alone
-            reg = nt.lambda_2 / nt.N * sp.Identity(nt.n(0))
         data = sp.MatMul(1 / nt.m, xt.T * nt.Sdiag("j") * xt)
         size = nt.n(0) + 1 if bias else nt.n(0)
         blk = sp.MatrixSymbol("H_j", size, size)
@@ -188,14 +223,16 @@ def build_closed_form(d: Derivation) -> None:
     for n_row, (key, lhs, rhs) in enumerate(rows):
         if n_row == 0:
             text: tuple = (*prose, ".")
-            if matrix is not None and not bias:
+            if d.output.vector:
+                text = (*prose, *words)
+            elif not bias:
                 text = (
                     *prose,
                     ". In matrix form, over a batch X with ",
                     nt.Sdiag("j"),
                     " the diagonal matrix of unit j's s over the batch:",
                 )
-            elif matrix is not None:
+            else:
                 text = (
                     *prose,
                     ". In matrix form, over a batch with ",

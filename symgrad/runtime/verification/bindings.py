@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from .context import Context
 
 
+#: the diagonal matrices of the softmax closed form (``Sdiagd_k``...): the kernels of
+#: ``S = diag(d) + u v^T`` (hess.out.diag, .u, .v) they hold
+_SOFTMAX_PARTS = {"Sdiagd": "hd", "Sdiagu": "hu", "Sdiagv": "hv"}
+
+
 class Net(Bindings):
     """The IR's names bound to the reference network in ``state``.
 
@@ -39,6 +44,7 @@ class Net(Bindings):
         self._memo: dict = {}
         self._at: int | None = None
         self._unit: int | None = None
+        self._pair: tuple[int, int] | None = None
 
     def _get(self, key, make):
         if key not in self._memo:
@@ -59,6 +65,15 @@ class Net(Bindings):
     def at_unit(self, j: int) -> Net:
         view = self._view()
         view._unit = j
+        return view
+
+    def at_pair(self, k: int, j: int) -> Net:
+        """Output units k (rows) and j (columns) for the matrices named ``..._k``, ``..._j``
+        and ``..._kj`` of the softmax closed form's blocks; the index symbols k and j take
+        their (1-based) values."""
+        view = self.at_unit(j)
+        view._pair = (k, j)
+        view._scalars = {**self._scalars, "k": k + 1, "j": j + 1}
         return view
 
     def moved(self, state: State, scalars: dict | None = None) -> Net:
@@ -241,6 +256,8 @@ class Net(Bindings):
             return whole[name]()
         if name.endswith("_x"):
             return self._per_sample(name[:-2])
+        if self._pair is not None and name.endswith(("_k", "_kj")):
+            return self._per_pair(*name.rsplit("_", 1))
         if name.endswith("_j"):
             return self._per_unit(name[:-2])
         stem, l = split_name(name)
@@ -303,6 +320,13 @@ class Net(Bindings):
             return ctx.weight_mask[:, None] * v
         if name == "H" and self.state is ctx.state:
             return np.stack([ctx.trainer_hvp(c) for c in v.T], axis=1)
+        if name == "H_kj" and self._pair is not None and ctx.L == 1 and self.state is ctx.state:
+            # the trainer's block of output units k, j, by hvp
+            k, j = self._pair
+            rows, cols = self._unit_params(k), self._unit_params(j)
+            full = np.zeros((ctx.P, v.shape[1]))
+            full[cols] = v
+            return np.stack([ctx.trainer_hvp(c)[rows] for c in full.T], axis=1)
         if name == "H_j" and self._unit is not None and ctx.L == 1 and self.state is ctx.state:
             # the trainer's block of output unit j, over [w_1[j, :], b_1[j]], by hvp
             n0 = self.state.W[1].shape[1]
@@ -352,9 +376,55 @@ class Net(Bindings):
         j, L = self._unit, self.ctx.L
         if stem == "Sdiag" and not self.ctx.ref.acts[L].softmax:
             return np.diag(self.s_out()[:, j])
-        if stem == "H":
+        if stem in _SOFTMAX_PARTS and self.ctx.ref.acts[L].softmax:
+            return np.diag(self._kernel_rows(_SOFTMAX_PARTS[stem])[:, j])
+        if stem == "H" and self._pair is None:
             return self.ctx.hessian_block(j)
         return None
+
+    def _per_pair(self, stem, idx):
+        """``Sdiagd_k``, ``Sdiagu_k`` (diag of the softmax kernels d, u of unit k over the
+        batch) and ``H_kj`` (the trainer's Hessian block of output units k and j) for the pair
+        selected by ``at_pair``."""
+        k, _ = self._pair
+        if idx == "k" and stem in _SOFTMAX_PARTS and self.ctx.ref.acts[self.ctx.L].softmax:
+            return np.diag(self._kernel_rows(_SOFTMAX_PARTS[stem])[:, k])
+        if idx == "kj" and stem == "H":
+            return self.pair_block()
+        return None
+
+    def _unit_params(self, j: int) -> np.ndarray:
+        """The flat indices of ``[w_1[j, :], b_1[j]]`` (``w_1[j, :]`` without a bias)."""
+        ctx = self.ctx
+        n0 = self.state.W[1].shape[1]
+        idx = j * n0 + np.arange(n0)
+        if ctx.bias[1]:
+            idx = np.concatenate([idx, [ctx.offsets[("b", 1)] + j]])
+        return idx
+
+    def pair_block(self):
+        """The trainer's Hessian over ``[w_1[k, :], b_1[k]]`` (rows) and ``[w_1[j, :], b_1[j]]``
+        (columns) of a model without hidden layers, for the pair of ``at_pair``: from
+        ``hessian``, or from ``hvp`` columns above HESSIAN_MAX parameters; None elsewhere."""
+        ctx = self.ctx
+        if self._pair is None or ctx.L != 1 or self.state is not ctx.state:
+            return None
+        k, j = self._pair
+        rows, cols = self._unit_params(k), self._unit_params(j)
+        H = ctx.t_hessian()
+        if H is not None:
+            return H[np.ix_(rows, cols)]
+
+        def columns():
+            eye = np.zeros(ctx.P)
+            out = []
+            for q in cols:
+                eye[q] = 1.0
+                out.append(ctx.trainer_hvp(eye))
+                eye[q] = 0.0
+            return np.stack(out, axis=1)
+
+        return ctx.memo(("hpair", j), columns)[rows]
 
     def rewrite(self, expr):
         stem, l = split_name(type(expr).__name__)

@@ -157,6 +157,8 @@ def matrix_references(ctx: Context, lhs, b: Net) -> list[tuple[str, np.ndarray]]
         refs.append(("trainer gauss_newton", ctx.t_gauss_newton()))
     elif lhs.name == "G":
         raise NotEvaluable(f"no trainer Gauss-Newton matrix above {HESSIAN_MAX} parameters")
+    elif lhs.name == "H_kj" and (pair := b.pair_block()) is not None:
+        refs.append(("trainer hessian", pair))
     elif lhs.name == "H_j" and b._unit is not None and ctx.hessian_block(b._unit) is not None:
         refs.append(("trainer hessian", ctx.hessian_block(b._unit)))
     return refs

@@ -202,13 +202,16 @@ def matrix_row(ctx: Context, eq, sides=None) -> Row:
     names = {getattr(lhs, "name", "")}
     for e in sides:
         names |= {m.name for m in e.atoms(sp.MatrixSymbol)}
-    per_unit = any(n.endswith("_j") for n in names)
-    units = range(ctx.spec.outputs) if per_unit else [None]
+    per_pair = any(n.endswith("_kj") for n in names)
+    per_unit = per_pair or any(n.endswith("_j") for n in names)
+    units = _unit_pairs(ctx) if per_pair else range(ctx.spec.outputs) if per_unit else [None]
     pairs = []
     free = False
     for unit in units:
         b = ctx.base()
-        if unit is not None:
+        if per_pair:
+            b = b.at_pair(*unit)
+        elif unit is not None:
             b = b.at_unit(unit)
         mev = MatrixEvaluator(b)
         try:
@@ -218,11 +221,31 @@ def matrix_row(ctx: Context, eq, sides=None) -> Row:
             return Row(eq.key, "matrix", "FAIL", note=str(exc))
         pairs += got
     note = f"one block per output unit ({len(units)})" if per_unit else ""
+    if per_pair:
+        K = ctx.spec.outputs
+        note = f"blocks of {len(units)} of the {K * K} pairs of output units (k, j)"
     if free:
         note = ", ".join(
             x for x in (note, f"as products with a random v ({ctx.P} parameters)") if x
         )
     return compare(ctx, eq.key, "matrix", pairs, note)
+
+
+#: the most pairs of output units (k, j) whose block a row ``H_kj`` checks
+MAX_UNIT_PAIRS = 16
+
+
+def _unit_pairs(ctx: Context) -> list[tuple[int, int]]:
+    """The pairs (k, j) of output units checked: every pair, or with many units every diagonal
+    pair (up to half the budget) and off-diagonal pairs drawn at random."""
+    K = ctx.spec.outputs
+    every = [(k, j) for k in range(K) for j in range(K)]
+    if len(every) <= MAX_UNIT_PAIRS:
+        return every
+    diagonal = [(k, k) for k in range(min(K, MAX_UNIT_PAIRS // 2))]
+    off = [p for p in every if p[0] != p[1]]
+    drawn = ctx.rng.choice(len(off), MAX_UNIT_PAIRS - len(diagonal), replace=False)
+    return diagonal + [off[t] for t in sorted(drawn)]
 
 
 class _RowError(Exception):
