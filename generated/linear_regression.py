@@ -292,8 +292,8 @@ class LinearRegression:
     def _hessian(self, X, Y):
         """The closed form (12) for a model without hidden layers; regulariser over n."""
         m = X.shape[0]
-        # (12) the block of each output unit over [w_j, b_j], printed from its
-        # matrix form (symgrad.codegen.closed); the regulariser's diagonal is added below
+        # (12) block by block, printed from its matrix form
+        # (symgrad.codegen.closed); the regulariser's diagonal is added below
         s = np.broadcast_to(1, (m, 1))
         H = np.empty((4, 4), dtype=self.dtype)
         B = X * np.sqrt(s)

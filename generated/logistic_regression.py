@@ -328,8 +328,8 @@ class LogisticRegression:
         m = X.shape[0]
         cache = self._forward(X)
         a_1 = cache[2]
-        # (16) the block of each output unit over [w_j, b_j], printed from its
-        # matrix form (symgrad.codegen.closed); the regulariser's diagonal is added below
+        # (16) block by block, printed from its matrix form
+        # (symgrad.codegen.closed); the regulariser's diagonal is added below
         s = np.broadcast_to(a_1 * (1 - a_1), (m, 1))
         H = np.empty((31, 31), dtype=self.dtype)
         if np.all(s >= 0):

@@ -325,16 +325,24 @@ class SoftmaxIris:
         m = X.shape[0]
         cache = self._forward(X)
         a_1 = cache[2]
-        Xt = np.hstack([X, np.ones((m, 1), dtype=self.dtype)])
-        d = Xt.shape[1]
+        # (14) block by block, printed from its matrix form
+        # (symgrad.codegen.closed); the regulariser's diagonal is added below
+        s = np.broadcast_to(a_1, (m, 3))
+        d = 5
         K = 3
         Haug = np.zeros((K, d, K, d), dtype=self.dtype)
-        jd = a_1
+        Xt = np.hstack([X, np.ones((m, 1), dtype=X.dtype)])
         for k_ in range(K):
-            Haug[k_, :, k_, :] = (Xt * jd[:, k_ : k_ + 1]).T @ Xt
-        U = ((-a_1)[:, :, None] * Xt[:, None, :]).reshape(m, K * d)
-        Vr = ((a_1)[:, :, None] * Xt[:, None, :]).reshape(m, K * d)
-        Haug += (U.T @ Vr).reshape(K, d, K, d)
+            Hk, sk = Haug[k_, :, k_, :], s[:, k_ : k_ + 1]
+            if np.all(sk >= 0):
+                B = Xt * np.sqrt(sk)
+                Hk[:] = B.T @ B  # symmetric rank-m update: NumPy calls syrk for B.T @ B
+            else:
+                Hk[:] = (Xt * sk).T @ Xt
+        # the rank-one terms of every pair of units (k, j)
+        sv = np.broadcast_to(a_1, (m, 3))
+        Vr = (sv[:, :, None] * Xt[:, None, :]).reshape(m, K * d)
+        Haug -= (Vr.T @ Vr).reshape(K, d, K, d)  # symmetric rank-m update (syrk): u = -v
         Haug /= m
         Haug = Haug.reshape(K * d, K * d)
         # augmented order (k, [x, 1]) -> flat order (W row-major, then b)
