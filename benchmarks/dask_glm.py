@@ -2,7 +2,8 @@
 
     pip install -e '.[cluster]' dask-glm scikit-learn psutil
     python -m benchmarks.dask_glm                       # 10^6 rows, 1 and 2 workers
-    python -m benchmarks.dask_glm --rows 10000000       # 10^7 rows (about 2.5 GB of X)
+    python -m benchmarks.dask_glm --rows 10000000       # 10^7 rows (about 2.5 GB of X), to
+                                                        # results/dask_glm_10000000.*
     python -m benchmarks.dask_glm --rows 20000 --quick  # smoke run
 
 The data are synthetic and written once, chunk by chunk (never whole in memory), to a Zarr
@@ -330,6 +331,8 @@ def main(argv=None) -> int:
                         )
                     del Xn, yn
     stem = "dask_glm_quick" if args.quick else "dask_glm"
+    if not args.quick and args.rows != 1_000_000:  # the default run keeps its own files
+        stem += f"_{args.rows}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
     (RESULTS / f"{stem}.md").write_text(table(info, rows))

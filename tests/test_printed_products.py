@@ -17,7 +17,7 @@ from conftest import make_spec
 
 import symgrad
 from symgrad.codegen.generate import render
-from symgrad.codegen.products import LoweringError, Products
+from symgrad.codegen.products import SCALE, LoweringError, Products
 from symgrad.derivation import notation as nt
 
 
@@ -102,6 +102,10 @@ def test_a_coefficient_the_pass_does_not_carry_is_refused(key, rhs):
     d = _derived()
     _mutate(d, key, rhs)
     with pytest.raises(LoweringError, match="coefficient 2"):
+        Products(d, {"Delta_1": "delta_1", "Delta_2": "delta_2"}).scaled(
+            d.equation(key).matrix[1], (nt.m if key.startswith("grad") else 1) * SCALE
+        )
+    with pytest.raises(LoweringError):
         render(d, "net.yaml")
 
 
@@ -163,3 +167,12 @@ def test_the_templates_type_no_training_pass_product():
         products = r"@|\bdot\(|matmul|\.T\b|\.sum\(|reduce|\.cat\(|concatenate"
         assert not re.search(products, code), line
         assert not re.search(r"np\.add\(|np\.copyto\(|u_\S+ =", code), line
+
+
+def test_a_delta_recurrence_other_than_f_prime_times_the_sum_is_refused():
+    """The pass multiplies the backprop sum by f' (backprop.l = FP_l o dC/dA_l); an equation
+    that says otherwise (here: without f') cannot be printed by that code."""
+    d = _derived()
+    _mutate(d, "backprop.1", nt.Delta(2) * nt.W(2))
+    with pytest.raises(LoweringError, match=r"backprop\.1"):
+        render(d, "net.yaml")

@@ -324,9 +324,7 @@ def _epoch_source(d, context: dict) -> str:
             o.append("                gb_1[j] += D_1[r, j]")
         if l > 1:
             df = p.scalar(_unit_kernel(d, f"act.{l - 1}.df"))
-            lhs, rhs = d.equation(f"backprop.{l - 1}").matrix
-            if not isinstance(rhs, sp.HadamardProduct):
-                raise LoweringError(f"backprop.{l - 1} is not f' times dC/dA: {rhs}")
+            lhs, rhs = prods[l - 2].recurrence(l - 1)
             o.append(f"        # backprop.sum.{l - 1}, backprop.{l - 1}: {text(lhs)} = {text(rhs)}")
             if c.bias:  # B_l = D_l [W_l | b_l] (its last column unused)
                 line = prod.folded_backprop(l, l - 1, (f"D_{l}", f"Wb_{l}"), f"B_{l}")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 import sympy as sp
 
 from ..derivation import notation as nt
-from ..printers.matrix_numpy import text
+from ..printers.matrix_numpy import Array, text
 
 __all__ = ["LoweringError", "Products", "SCALE"]
 
@@ -237,6 +237,23 @@ class Products:
         """Layer l's term of dC/dA_s (backprop.sum.s) over the pass's deltas (times scale)."""
         return self.scaled(self.data_term(f"backprop.sum.{s}", l), SCALE)
 
+    def recurrence(self, l: int) -> tuple[sp.Basic, sp.Basic]:
+        """backprop.l's matrix form, checked to be ``FP_l o dC/dA_l`` (backprop.sum.l's right
+        side): the pass multiplies the delta it summed by f'_l entrywise (the kernel of
+        act.l.df); returns the equation's sides for a comment."""
+        lhs, rhs = self.d.equation(f"backprop.{l}").matrix
+        summed = self.d.equation(f"backprop.sum.{l}").matrix[1]
+        fp = [a for a in getattr(rhs, "args", ()) if _reads(a, nt.FP(l).name)]
+        if not (
+            isinstance(rhs, sp.HadamardProduct)
+            and len(rhs.args) == 2
+            and len(fp) == 1
+            and isinstance(fp[0], sp.MatrixSymbol)
+            and sp.HadamardProduct(fp[0], summed) == rhs
+        ):
+            raise LoweringError(f"backprop.{l} is not f'_{l} times dC/dA_{l} entrywise: {rhs}")
+        return lhs, rhs
+
     def forward_parts(self, l: int) -> tuple[sp.Basic, list]:
         """forward.l's matrix product and the rows its bias terms broadcast (``1 b_l``: b_l),
         for a backend that adds the bias inside a fused loop."""
@@ -297,8 +314,6 @@ class Products:
         """``e`` (over the equations' or the pass's symbols) as one expression of ``printer`` (a
         :class:`~symgrad.printers.matrix_numpy.MatrixNumPyPrinter` class), the arrays named as
         the pass names them."""
-        from ..printers.matrix_numpy import Array
-
         table = {
             s.name: Array(self.names[s.name])
             for s in e.atoms(sp.MatrixSymbol)

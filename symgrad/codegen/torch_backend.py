@@ -204,7 +204,7 @@ def _layers(d, cite) -> list[TorchLayer]:
         if l < d.depth:
             df = kernels.kernel(d, f"act.{l}.df")
             ctx.df = "" if df == 1 else p.expression(df)  # f' = 1 multiplies nothing
-            lhs, rhs = d.equation(f"backprop.{l}").matrix
+            lhs, rhs = prod.recurrence(l)
             ctx.eq_back = f"{cite(f'backprop.{l}')} {text(lhs)} = {text(rhs)}"
         out.append(ctx)
     return out

@@ -219,7 +219,7 @@ def _products(ctx: Dense, d, cite: Citations, printer: type[NumPyPrinter]) -> No
         lines = prod.gradients(l, (f"gW_{l}", f"gb_{l}" if ctx.bias else None))
     ctx.grad_products = [head, *lines]
     if not ctx.last:
-        lhs, rhs = d.equation(f"backprop.{l}").matrix
+        lhs, rhs = prod.recurrence(l)
         eq = cite(f"backprop.{l}")
         ctx.fp_comment = f"# {eq} {text(lhs)} = {text(rhs)}: delta_{l} *= f'_{l}"
     if l == 1:
