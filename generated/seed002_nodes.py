@@ -413,6 +413,27 @@ class Seed002Nodes:
         X, Y = self._checked(X, Y)
         return self._hessian(X, Y)
 
+    def _sums(self, X, Y, hessian=False):
+        """For a cluster's partition (symgrad.runtime.cluster): n times the cost (1) (N = n),
+        its gradient (public order) and, with ``hessian``, its Hessian, as ``loss``,
+        ``gradient_flat`` and ``hessian`` give them, from one forward pass."""
+        if hessian:
+            X, Y = self._checked(X, Y)
+        else:
+            X = self._check_X(X)
+            Y = self._check_Y(X, Y)
+        n = X.shape[0]
+        grad = np.empty(N_PARAMS, dtype=self.dtype)
+        forward, backward, cache = self._pass(n, grad, 1.0 / n)
+        forward(X)
+        cache = [X, *cache]
+        loss = self._loss_sum(cache[-1], Y) / n
+        H = self._hessian(X, Y) if hessian else None
+        backward(X, Y)
+        v = np.empty(N_PARAMS, dtype=self.dtype)
+        v[_PUBLIC] = grad
+        return loss * n, v * n, None if H is None else H * n
+
     def gauss_newton(self, X, Y):
         """The Gauss-Newton matrix G (P, P) (22); positive semi-definite for a loss convex in its output."""
         X, Y = self._checked(X, Y)

@@ -320,10 +320,12 @@ class SoftmaxIris:
         X = self._check_X(X)
         return X, self._check_Y(X, Y)
 
-    def _hessian(self, X, Y):
-        """The closed form (14) for a model without hidden layers; regulariser over n."""
+    def _hessian(self, X, Y, cache=None):
+        """The closed form (14) for a model without hidden layers; regulariser over n;
+        ``cache``: the forward pass on X when the caller has it (``_forward``'s list)."""
         m = X.shape[0]
-        cache = self._forward(X)
+        if cache is None:
+            cache = self._forward(X)
         a_1 = cache[2]
         # (14) block by block, printed from its matrix form
         # (symgrad.codegen.closed); the regulariser's diagonal is added below
@@ -358,6 +360,27 @@ class SoftmaxIris:
         """The exact Hessian (P, P) of the cost (1) in the order of ``get_flat``."""
         X, Y = self._checked(X, Y)
         return self._hessian(X, Y)
+
+    def _sums(self, X, Y, hessian=False):
+        """For a cluster's partition (symgrad.runtime.cluster): n times the cost (1) (N = n),
+        its gradient (public order) and, with ``hessian``, its Hessian, as ``loss``,
+        ``gradient_flat`` and ``hessian`` give them, from one forward pass (the closed form reads it too)."""
+        if hessian:
+            X, Y = self._checked(X, Y)
+        else:
+            X = self._check_X(X)
+            Y = self._check_Y(X, Y)
+        n = X.shape[0]
+        grad = np.empty(N_PARAMS, dtype=self.dtype)
+        forward, backward, cache = self._pass(n, grad, 1.0 / n)
+        forward(X)
+        cache = [X, *cache]
+        loss = self._loss_sum(cache[-2], Y) / n
+        H = self._hessian(X, Y, cache) if hessian else None
+        backward(X, Y)
+        v = np.empty(N_PARAMS, dtype=self.dtype)
+        v[_PUBLIC] = grad
+        return loss * n, v * n, None if H is None else H * n
 
     def gauss_newton(self, X, Y):
         """The Gauss-Newton matrix G (P, P) (17); positive semi-definite for a loss convex in its output."""

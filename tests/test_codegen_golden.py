@@ -67,6 +67,7 @@ SECTIONS = {
     "_penalty": {"Cost"},
     "loss": {"Cost"},
     "_gradient": {"Regulariser"},
+    "_sums": {"Cost", "Regulariser"},
     "gradient_flat": {"Cost"},
     "hvp": {"Cost"},
     "hessian": {"Cost"},
@@ -89,6 +90,7 @@ KEY_OF = {
     "_penalty": ("reg.value",),
     "loss": ("cost",),
     "gradient_flat": ("cost",),
+    "_sums": ("cost",),
     "hvp": ("cost",),
     "hessian": ("cost",),
     # skip connections: the sweep merges a layer's sources into its input as the forward pass does
