@@ -154,19 +154,12 @@ class Products:
     def forward(self, l: int, target: str, dot: str | None = None, augmented=None) -> list[str]:
         """``Z_l`` (forward.l) into ``target``; ``augmented``: the names of ``[A | 1]`` and
         ``[W | b^T]`` when the layer stores its bias as a column of W's rows."""
-        lhs, rhs = self.d.equation(f"forward.{l}").matrix
-        terms = list(rhs.args) if isinstance(rhs, sp.MatAdd) else [rhs]
-        product = next(t for t in terms if _reads(t, nt.W(l).name))
-        bias = [t for t in terms if t is not product]
         if augmented:
-            inp, wb = self._augmented(l, product, bias, augmented)
-            return [f"{dot or self.dot}({inp}, {wb}.T, {target})"]
+            return [self.folded_forward(l, augmented, dot).format(target=target)]
+        product, rows = self.forward_parts(l)
         lines = [self.into(target, product, dot)]
-        for t in bias:  # 1 b_l: the row broadcast over the batch
-            mats = self._factors(t)
-            if len(mats) != 2 or not self._is_ones(mats[0]):
-                raise LoweringError(f"forward.{l}: no broadcast form for {t}")
-            lines.append(f"{self.fn('add')}({target}, {self.code(mats[1])}, {target})")
+        for row in rows:  # 1 b_l: the row broadcast over the batch
+            lines.append(f"{self.fn('add')}({target}, {self.code(row)}, {target})")
         return lines
 
     def _augmented(self, l, product, bias, names) -> tuple[str, str]:

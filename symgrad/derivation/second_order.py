@@ -57,6 +57,12 @@ def S_parts(L: int) -> tuple[sp.MatrixSymbol, sp.MatrixSymbol, sp.MatrixSymbol]:
     return tuple(out)
 
 
+def _rank_one_curvature(L: int) -> sp.Eq:
+    """``S_x = diag(d) + u v^T``: the softmax curvature of one sample, as the prose states it."""
+    d, u, v = (nt.vec(name, L) for name in "duv")
+    return sp.Eq(nt.Sx(L), sp.MatAdd(DiagMatrix(d), sp.MatMul(u, v.T)), evaluate=False)
+
+
 def ones_n(L: int) -> sp.MatrixSymbol:
     """The column of n_L ones (n_L x 1): ``M 1`` sums the rows of M, ``r 1^T`` repeats a column
     r over the n_L units."""
@@ -88,11 +94,7 @@ def build_rop_output(d: Derivation) -> None:
             " and ",
             Sv,
             " holding the kernels d, u and v of every sample (",
-            sp.Eq(
-                nt.Sx(L),
-                sp.MatAdd(DiagMatrix(nt.vec("d", L)), sp.MatMul(nt.vec("u", L), nt.vec("v", L).T)),
-                evaluate=False,
-            ),
+            _rank_one_curvature(L),
             ") and ",
             ones,
             " a column of ",
@@ -183,14 +185,7 @@ def build_closed_form(d: Derivation) -> None:
             " and ",
             Sv,
             " the diagonal matrices over the batch of d_k, u_k and v_j, the kernels of ",
-            sp.Eq(
-                nt.Sx(d.depth),
-                sp.MatAdd(
-                    DiagMatrix(nt.vec("d", d.depth)),
-                    sp.MatMul(nt.vec("u", d.depth), nt.vec("v", d.depth).T),
-                ),
-                evaluate=False,
-            ),
+            _rank_one_curvature(d.depth),
             ", the block of output units k (rows) and j (columns) over their parameters "
             + ("[w_k, b_k] and [w_j, b_j]:" if bias else "w_k and w_j:"),
         )
