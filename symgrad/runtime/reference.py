@@ -429,7 +429,7 @@ def _one_sided(fun, sig0, step: float):
     return None
 
 
-def fd(fun, step: float = FD_STEP):
+def fd(fun, step: float = FD_STEP, with_error: bool = False):
     """The derivative at 0 of ``fun(t) -> (value, signature)`` by central differences of order 8.
 
     The step shrinks (by 4) while the signature of a stencil point differs from that at 0 (the
@@ -437,7 +437,10 @@ def fd(fun, step: float = FD_STEP):
     in ``log(1 - a)``); then it halves until two successive estimates agree to 1e-12 (relative
     to the largest) or differ by no more than rounding noise. When every stencil straddles a
     kink, the point is on one: one-sided differences on the side of its branch (see
-    :func:`_one_sided`). Returns ``(derivative, step)``.
+    :func:`_one_sided`). Returns ``(derivative, step)``; with ``with_error``, ``(derivative,
+    step, error)``, ``error`` the estimate's own absolute error: the larger of the last two
+    estimates' difference and the rounding of the values at that step, ``FD_ROUNDING * eps *
+    max|value| / step`` (the weights' sum is about 1 and two values enter each difference).
     """
     _, sig0 = fun(0.0)
 
@@ -462,15 +465,28 @@ def fd(fun, step: float = FD_STEP):
     if not ok:  # the point itself sits on a kink: differences on the side of its branch
         one = _one_sided(fun, sig0, step)
         if one is not None:
-            return one
+            return (*one, _rounding(top, one[1])) if with_error else one
+    diff = 0.0
     for _ in range(12):
-        d2, ok, top = stencil(h / 2)
+        d2, ok, top2 = stencil(h / 2)
         if not ok:
             break
         diff = float(np.max(np.abs(d2 - d), initial=0.0))
         scale = float(np.max(np.abs(d2), initial=0.0))
-        noise = 64 * np.finfo(np.float64).eps * top / (h / 2)
-        d, h = d2, h / 2
+        noise = 64 * np.finfo(np.float64).eps * top2 / (h / 2)
+        d, h, top = d2, h / 2, top2
         if diff <= max(1e-12 * scale, noise):
             break
+    if with_error:
+        return d, h, max(diff, _rounding(top, h))
     return d, h
+
+
+#: Rounding of a difference quotient, in units of ``eps * max|value| / step``: each value
+#: carries a few units of rounding (a sum over samples and units), two enter each difference.
+FD_ROUNDING = 8
+
+
+def _rounding(top: float, h: float) -> float:
+    """The rounding error of a difference quotient at step ``h`` of values up to ``top``."""
+    return FD_ROUNDING * float(np.finfo(np.float64).eps) * top / h

@@ -4,6 +4,9 @@ them (``Bindings.exact_derivative``)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import numpy as np
 import sympy as sp
 
@@ -138,6 +141,26 @@ class Derivatives:
         return deriv(self.b, variables, None)
 
 
+#: While :func:`fd_errors` runs: the error estimates of the differences taken (absolute).
+_ERRORS: ContextVar[list | None] = ContextVar("symgrad_fd_errors", default=None)
+
+
+@contextmanager
+def fd_errors():
+    """Collects the error estimate of every finite difference taken inside the block (a list
+    of absolute errors; see ``reference.fd``)."""
+    sink: list[float] = []
+    token = _ERRORS.set(sink)
+    try:
+        yield sink
+    finally:
+        _ERRORS.reset(token)
+
+
 def _fd(fun):
     """Central differences of order 8 of ``fun(t) -> (value, kinks)`` at 0 (see reference.fd)."""
-    return fd(fun)[0]
+    d, _, err = fd(fun, with_error=True)
+    sink = _ERRORS.get()
+    if sink is not None:
+        sink.append(err)
+    return d

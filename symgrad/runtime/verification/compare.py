@@ -9,6 +9,7 @@ import sympy as sp
 
 from ...derivation import notation as nt
 from ..evaluate import IndexEvaluator, NotEvaluable, grid, index_ranges
+from ..evaluate.derivatives import fd_errors
 from .common import FLOOR, HESSIAN_MAX, POINTS_FD, split_name
 from .report import Row
 
@@ -17,8 +18,30 @@ if TYPE_CHECKING:
     from .context import Context
 
 
+class FDReference(np.ndarray):
+    """Values from finite differences, with ``fd_error``: the largest error estimate of the
+    differences taken (absolute; the rounding of the values at the step, or the difference of
+    the last two estimates). :func:`error` counts only what lies beyond it."""
+
+    fd_error: float = 0.0
+
+    def __array_finalize__(self, obj) -> None:
+        self.fd_error = getattr(obj, "fd_error", 0.0)
+
+
+def by_fd(ev: IndexEvaluator, expr: sp.Basic) -> FDReference:
+    """``ev.evaluate(expr)`` (derivatives by finite differences) with their error estimate."""
+    with fd_errors() as errors:
+        out = np.asarray(ev.evaluate(expr), dtype=np.float64).view(FDReference)
+    out.fd_error = max(errors, default=0.0)
+    return out
+
+
 def error(values: np.ndarray, ref: np.ndarray) -> tuple[float, int]:
-    """``max |values - ref| / max(max |ref|, FLOOR)`` over the entries where ref is known."""
+    """``max |values - ref| / max(max |ref|, FLOOR)`` over the entries where ref is known; for
+    a reference from finite differences (:class:`FDReference`), what lies beyond the
+    differences' own error estimate."""
+    slack = float(getattr(ref, "fd_error", 0.0))
     values, ref = np.asarray(values, float), np.asarray(ref, float)
     try:
         values, ref = np.broadcast_arrays(values, ref)
@@ -30,6 +53,7 @@ def error(values: np.ndarray, ref: np.ndarray) -> tuple[float, int]:
     diff = np.abs(values[known] - ref[known])
     if np.isnan(diff).any():
         return float("inf"), int(known.sum())
+    diff = np.maximum(diff - slack, 0.0)
     scale = max(float(np.max(np.abs(ref[known]))), FLOOR)
     return float(np.max(diff)) / scale, int(known.sum())
 
@@ -83,8 +107,10 @@ def index_references(ctx: Context, lhs, ev: IndexEvaluator) -> list[tuple[str, n
                 refs.append(("trainer _backward", _at(ev, lhs, np.asarray(deltas[l]))))
             z_l = nt.z(l)[lhs.indices]
             fd_ev = IndexEvaluator(ev.b, ev.free, ev.points[:POINTS_FD], exact=False)
-            fd_delta = np.full((ev.b.m, len(ev.points)), np.nan)
-            fd_delta[:, :POINTS_FD] = fd_ev.evaluate(sp.Derivative(nt.C_x, z_l))
+            fd_delta = np.full((ev.b.m, len(ev.points)), np.nan).view(FDReference)
+            got = by_fd(fd_ev, sp.Derivative(nt.C_x, z_l))
+            fd_delta[:, :POINTS_FD] = got
+            fd_delta.fd_error = got.fd_error
             refs.append(("FD of C_x by z", fd_delta))
         if stem in ("Hv_w", "Hv_b") and l is not None:
             flat = _flat_at(ctx, ev, sp.Indexed(f"{stem[-1]}_{l}", *lhs.indices))
@@ -164,18 +190,20 @@ def matrix_references(ctx: Context, lhs, b: Net) -> list[tuple[str, np.ndarray]]
     return refs
 
 
-def fd_matrix(ctx: Context, b: Net, deriv: sp.Derivative) -> np.ndarray:
+def fd_matrix(ctx: Context, b: Net, deriv: sp.Derivative) -> FDReference:
     """A derivative by ``v[j]`` or ``v[j, i]`` as a matrix (rows j, columns i; per sample: rows
-    x, columns j); entries not sampled are NaN."""
+    x, columns j) by finite differences, with their error estimate; entries not sampled are
+    NaN."""
     free = list(deriv.variables[0].indices)
     ranges = index_ranges([deriv], free, b)
     pts = grid(free, ranges, POINTS_FD, ctx.rng)
-    vals = IndexEvaluator(b, free, pts, exact=False).evaluate(deriv)
+    vals = by_fd(IndexEvaluator(b, free, pts, exact=False), deriv)
     if vals.shape[0] > 1:  # per sample, one free index: (m, n)
-        out = np.full((vals.shape[0], ranges[free[0]]), np.nan)
+        out = np.full((vals.shape[0], ranges[free[0]]), np.nan).view(FDReference)
         out[:, pts[:, 0] - 1] = vals
-        return out
-    shape = [ranges[s] for s in free]
-    out = np.full(shape if len(shape) == 2 else (shape[0],), np.nan)
-    out[tuple(pts[:, k] - 1 for k in range(len(free)))] = vals[0]
+    else:
+        shape = [ranges[s] for s in free]
+        out = np.full(shape if len(shape) == 2 else (shape[0],), np.nan).view(FDReference)
+        out[tuple(pts[:, k] - 1 for k in range(len(free)))] = vals[0]
+    out.fd_error = vals.fd_error
     return out

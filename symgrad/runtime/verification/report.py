@@ -69,7 +69,8 @@ class Report:
         return (
             f"{n_ok} rows ok, {n_fail} failed, {n_def} definitions; max rel error "
             f"{self.max_error:.1e}; tolerance {self.tolerance:g} relative to the largest "
-            f"reference value of each row, absolute below {self.floor:g}"
+            f"reference value of each row, absolute below {self.floor:g} (against finite "
+            "differences: beyond their own error estimate)"
         )
 
     def table(self) -> str:

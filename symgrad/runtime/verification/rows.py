@@ -29,7 +29,7 @@ from ..evaluate import (
 )
 from .batch import batch_row
 from .common import EVAL_ERRORS, P_INDEX, POINTS, POINTS_FD, POINTS_FD2, W_FLAT
-from .compare import compare, index_references, matrix_references, pairs_of
+from .compare import by_fd, compare, index_references, matrix_references, pairs_of
 from .report import Row
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def index_row(ctx: Context, eq) -> Row:
             sub = pts[: _fd_points(e, ctx.sizes)]
             ev_fd = IndexEvaluator(b, free, sub, exact=False)
             try:
-                pairs.append((name, val[:, : len(sub)], "FD", ev_fd.evaluate(e)))
+                pairs.append((name, val[:, : len(sub)], "FD", by_fd(ev_fd, e)))
             except EVAL_ERRORS as exc:
                 return Row(eq.key, "index", "FAIL", note=f"not evaluable: {name} by FD: {exc}")
     return compare(ctx, eq.key, "index", pairs, _sampled(ranges, pts))
