@@ -1,5 +1,5 @@
 """The Dask driver's parts that need no cluster: chunked sources, the hash-checked import on a
-worker, the partition sums, the penalty's support, and what ``--cluster`` refuses."""
+worker, the partition sums, and what ``--cluster`` refuses."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from symgrad.cli import main  # noqa: E402
 from symgrad.data.shards import open_chunked, write_npz_shards, write_zarr  # noqa: E402
 from symgrad.errors import DataError, SymgradError  # noqa: E402
 from symgrad.runtime import cluster_worker  # noqa: E402
-from symgrad.runtime.cluster import fit, method_for, ship_module, weight_mask  # noqa: E402
+from symgrad.runtime.cluster import fit, method_for, ship_module  # noqa: E402
 
 MLP = {
     "name": "cd_mlp",
@@ -188,12 +188,6 @@ def test_partition_sums_are_the_trainers_values_times_n_without_penalty():
     total = cluster_worker.add_sums((1, 2.0, np.ones(2), None), (3, 4.0, np.ones(2), None))
     assert total[:2] == (4, 6.0) and total[3] is None
     np.testing.assert_array_equal(total[2], [2.0, 2.0])
-
-
-def test_weight_mask_marks_weights_not_biases():
-    model = load_trainer(load_spec(MLP))
-    expected = np.r_[np.ones(20), np.zeros(5), np.ones(15), np.zeros(3)]  # W_1 b_1 W_2 b_2
-    np.testing.assert_array_equal(weight_mask(model, 4), expected)
 
 
 # -- what is refused ------------------------------------------------------------------------------

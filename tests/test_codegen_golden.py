@@ -79,6 +79,8 @@ SECTIONS = {
         "Backpropagation",
     },
     "_reg_hess": {"Regulariser"},
+    "_regulariser": {"Regulariser"},
+    "_prox": {"Update"},
     "_hessian": {"Second order"},
     "gauss_newton": {"Second order"},
     "newton_direction": {"Newton's method", "Update"},
@@ -88,6 +90,7 @@ SECTIONS = {
 KEY_OF = {
     "_loss_sum": ("cost.stable", "cost.sample"),
     "_penalty": ("reg.value",),
+    "_regulariser": ("reg.value",),
     "loss": ("cost",),
     "gradient_flat": ("cost",),
     "_sums": ("cost",),

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from .. import optimizers
+from ..derivation import notation as nt
 from ..printers.numpy import NumPyPrinter
 from . import kernels
 from .cite import Citations
@@ -26,9 +28,14 @@ class Regulariser:
     value: str = ""
     grad: str = ""
     hess: str = ""
+    #: the value with lambda_1 read from ``l1`` (``_regulariser``'s argument)
+    value_l1: str = ""
+    #: the L1 soft threshold (``reg.prox``) of the weights ``u`` with the step size ``step``
+    prox: str = ""
     eq_value: str = ""
     eq_grad: str = ""
     eq_hess: str = ""
+    eq_prox: str = ""
     #: ", l1" when the gradient reads lambda_1: ``_gradient`` takes it as an argument, so Newton's
     #: step can leave the L1 term to the proximal step
     l1_arg: str = ""
@@ -54,6 +61,7 @@ def regulariser_code(d, printer: type[NumPyPrinter], cite: Citations) -> Regular
     value, grad, hess = (kernels.kernel(d, f"reg.{k}") for k in ("value", "grad", "hess"))
     if value is not None and value != 0:
         reg.value = p.expression(value)
+        reg.value_l1 = printer({**NAMES, "lambda_1": "l1"}).expression(value)
         reg.eq_value = cite("reg.value", "cost")
     if grad is not None and grad != 0:
         reg.grad = printer({**NAMES, "lambda_1": "l1"}).expression(grad)
@@ -64,7 +72,31 @@ def regulariser_code(d, printer: type[NumPyPrinter], cite: Citations) -> Regular
         reg.hess = printer({**NAMES, "w": "w[_WEIGHTS]"}).expression(hess)
         reg.hess_reads_w = kernels.w in hess.free_symbols
         reg.eq_hess = cite("reg.hess", "cost")
+    prox = kernels.kernel(d, "reg.prox")
+    if prox is not None and prox != kernels.u:
+        names = {**NAMES, "u": "u", "step": "step", "lambda_1": "l1"}
+        reg.prox = printer(names).expression(prox_by_step(d, prox))
+        reg.eq_prox = cite("reg.prox")
     return reg
+
+
+#: the step size of :func:`prox_by_step`'s threshold
+STEP = sp.Symbol("step", positive=True)
+
+
+def prox_by_step(d, prox: sp.Expr) -> sp.Expr:
+    """``reg.prox``'s soft threshold with the optimiser's step size (eta, or its per-coordinate
+    step size) replaced by the symbol ``step``: the threshold any full-batch step takes (a
+    cluster's gd, :mod:`symgrad.runtime.cluster`)."""
+    try:
+        opt = optimizers.get(d.spec.optimizer.name)
+    except KeyError:
+        opt = None
+    size = opt.step_size if opt is not None and opt.first_order else nt.eta
+    out = prox.subs(size, STEP)
+    if out.free_symbols - {kernels.u, STEP, kernels.lambda_1, kernels.N}:
+        raise ValueError(f"reg.prox: {prox} is not a soft threshold of u by the step size {size}")
+    return out
 
 
 def smooth_gradient(d) -> sp.Expr:

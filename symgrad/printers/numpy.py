@@ -154,6 +154,19 @@ class NumPyPrinter(_Layout, _SymPyNumPyPrinter):
     def _print_sign(self, expr):
         return "%s(%s)" % (self.fn("sign"), self._print(expr.args[0]))
 
+    def _print_Max(self, expr):
+        return self._nested("maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._nested("minimum", expr.args)
+
+    def _nested(self, name: str, args) -> str:
+        """``Max``/``Min`` as nested elementwise ``maximum``/``minimum`` calls."""
+        out = self._print(args[-1])
+        for arg in reversed(args[:-1]):
+            out = "%s(%s, %s)" % (self.fn(name), self._print(arg), out)
+        return out
+
     #: inside a sum a step must print as numbers: NumPy refuses ``bool - bool``
     _in_sum = 0
 

@@ -124,27 +124,32 @@ def ship_module(model) -> Shipped:
     return Shipped(name, type(model).__name__, source, digest, str(np.dtype(model.dtype)))
 
 
-def weight_mask(model, n_inputs: int) -> np.ndarray:
-    """1.0 where ``get_flat`` holds a weight, 0.0 for a bias (the penalty's support).
+class Regulariser:
+    """The regulariser of ``model``'s generated module: its value, gradient and Hessian diagonal
+    over N samples (``_regulariser``) and the L1 proximal step (``_prox``), printed there from
+    the Derivation's ``reg.*`` equations, evaluated in float64 on a copy of the model at the
+    parameters given; all zero where the spec has no regulariser (the module has neither)."""
 
-    FALLBACK until the generated trainer has a public ``penalty()``/``penalty_grad()``: on one
-    sample the L2 term adds lambda_2 * mask * v to ``hvp``, so hvp with lambda_2 = 1 minus hvp with
-    lambda_2 = 0, on the all-ones direction, is the mask up to rounding (then rounded exactly).
-    """
-    probe = type(model)(dtype="float64")
-    X = np.zeros((1, n_inputs))
-    Y = probe.forward(X)  # a valid target for every loss
-    ones = np.ones(probe.get_flat().size)
-    probe.l1 = 0.0
-    probe.l2 = 1.0
-    with_l2 = probe.hvp(X, Y, ones)
-    probe.l2 = 0.0
-    without = probe.hvp(X, Y, ones)
-    diff = with_l2 - without
-    mask = np.round(diff)
-    if not (np.isin(mask, (0.0, 1.0)).all() and np.abs(diff - mask).max() < 1e-6):
-        raise RuntimeError("could not find the weights of the generated trainer from its hvp")
-    return mask
+    def __init__(self, model, N: int) -> None:
+        self.probe = type(model)(dtype="float64")
+        self.probe.l2, self.probe.l1 = float(model.l2), float(model.l1)
+        self.l1, self.N = float(model.l1), N
+        self.P = int(np.asarray(model.get_flat()).size)
+
+    def __call__(self, theta: np.ndarray, l1: float) -> tuple[float, np.ndarray, np.ndarray]:
+        """Value, gradient and Hessian diagonal at ``theta`` with lambda_1 = ``l1`` (0: the
+        smooth part)."""
+        if not hasattr(self.probe, "_regulariser"):
+            return 0.0, np.zeros(self.P), np.zeros(self.P)
+        self.probe.set_flat(theta)
+        value, grad, hess = self.probe._regulariser(self.N, l1)
+        return float(value), np.asarray(grad, np.float64), np.asarray(hess, np.float64)
+
+    def prox(self, theta: np.ndarray, step: float) -> np.ndarray:
+        """The L1 soft threshold of the weights of ``theta`` by ``step * lambda_1 / N``."""
+        if self.l1 == 0:
+            return theta
+        return self.probe._prox(theta, step, self.N, self.l1)
 
 
 @dataclass
@@ -322,7 +327,7 @@ def fit(
             raise ValueError(
                 "no Dask client: pass client= or create a distributed.Client"
             ) from None
-    l2, l1 = float(model.l2), float(model.l1)
+    l1 = float(model.l1)
     if l1 > 0 and method != "gd":
         raise ValueError(
             f"{method} needs a twice-differentiable cost, and lambda_1 > 0 is not: use method='gd' "
@@ -334,22 +339,21 @@ def fit(
     iterations = int(model.epochs if iterations is None else iterations)
     eta = float(model.learning_rate if learning_rate is None else learning_rate)
     damping = _default_damping(model) if damping is None else float(damping)
-    mask = weight_mask(model, n_inputs)
     driver = _Driver(client, ship_module(model), X, Y, persist)
     N = int(X.shape[0])
-    P = mask.size
+    reg = Regulariser(model, N)
     history: dict[str, list] = {"loss": [], "grad_norm": [], "seconds": []}
     result = ClusterFit(model, history, samples=N, partitions=len(driver.blocks))
     started = time.perf_counter()
     what = {"newton": curvature}.get(method, "gradient")
-    maxiter = min(P, 250) if cg_maxiter is None else int(cg_maxiter)
+    maxiter = min(reg.P, 250) if cg_maxiter is None else int(cg_maxiter)
 
     def hvp(theta: np.ndarray, d: np.ndarray) -> np.ndarray:
         s = driver.sums(theta, "hvp", d)
-        return (s.curvature + l2 * mask * d) / N + damping * d
+        return s.curvature / N + reg(theta, 0.0)[2] * d + damping * d
 
     if method in SCIPY_METHODS:
-        _fit_scipy(driver, result, method, iterations, tol, mask, N, callback, history_size)
+        _fit_scipy(driver, result, method, iterations, tol, reg, N, callback, history_size)
         result.seconds = time.perf_counter() - started
         return result
 
@@ -357,13 +361,13 @@ def fit(
         t0 = time.perf_counter()
         theta = model.get_flat()
         s = driver.sums(theta, what)
-        w = mask * theta
-        cost = (s.loss + 0.5 * l2 * float(w @ w) + l1 * float(np.abs(w).sum())) / N
-        grad = (s.gradient + l2 * w) / N  # the L1 term is handled by the proximal step
-        if l1 > 0:
-            grad_norm = float(np.abs(grad + l1 * mask * np.sign(theta) / N).max())
-        else:
-            grad_norm = float(np.abs(grad).max())
+        penalty, reg_grad, reg_hess = reg(theta, 0.0)
+        grad = s.gradient / N + reg_grad  # the L1 term is the proximal step's
+        grad_norm = float(np.abs(grad).max())
+        if l1 > 0:  # the cost and max |dC/dtheta| with the L1 term (sign(0) = 0)
+            penalty, with_l1, _ = reg(theta, l1)
+            grad_norm = float(np.abs(s.gradient / N + with_l1).max())
+        cost = s.loss / N + penalty
         if not (math.isfinite(cost) and np.isfinite(grad).all()):
             raise ClusterDivergenceError(
                 f"iteration {model.epochs_done + 1}: the cost became {cost} (or the gradient "
@@ -373,13 +377,10 @@ def fit(
             result.converged = True
             break
         if method == "gd":
-            new = theta - eta * grad
-            if l1 > 0:  # w <- sign(u) max(|u| - eta lambda_1 / N, 0) on the weights
-                shrunk = np.sign(new) * np.maximum(np.abs(new) - eta * l1 / N, 0.0)
-                new = np.where(mask == 1.0, shrunk, new)
+            new = reg.prox(theta - eta * grad, eta)
         elif method == "newton":
-            H = (s.curvature + np.diag(l2 * mask)) / N
-            H[np.diag_indices_from(H)] += damping
+            H = s.curvature / N
+            H[np.diag_indices_from(H)] += reg_hess + damping
             new = theta - eta * _solve(H, grad)
         else:
             p = _conjugate_gradients(functools.partial(hvp, theta), grad, maxiter, cg_rtol)
@@ -401,7 +402,7 @@ def fit(
     return result
 
 
-def _fit_scipy(driver, result, method, iterations, tol, mask, N, callback, history_size) -> None:
+def _fit_scipy(driver, result, method, iterations, tol, reg, N, callback, history_size) -> None:
     """``scipy.optimize.minimize`` on the client over the cluster's sums (no L1 term).
 
     ``tol`` is SciPy's ``gtol``: L-BFGS-B stops once max |grad C| <= tol, trust-ncg once
@@ -411,7 +412,6 @@ def _fit_scipy(driver, result, method, iterations, tol, mask, N, callback, histo
     from scipy.optimize import minimize
 
     model = result.model
-    l2 = float(model.l2)
     history = result.history
     seen: dict[bytes, tuple[float, np.ndarray]] = {}
     clock = [time.perf_counter()]
@@ -420,9 +420,9 @@ def _fit_scipy(driver, result, method, iterations, tol, mask, N, callback, histo
         key = x.tobytes()
         if key not in seen:
             s = driver.sums(x, "gradient")
-            w = mask * x
-            cost = (s.loss + 0.5 * l2 * float(w @ w)) / N
-            grad = (s.gradient + l2 * w) / N
+            penalty, reg_grad, _ = reg(x, 0.0)
+            cost = s.loss / N + penalty
+            grad = s.gradient / N + reg_grad
             if not (math.isfinite(cost) and np.isfinite(grad).all()):
                 raise ClusterDivergenceError(
                     f"iteration {model.epochs_done + 1}: the cost became {cost} (or the gradient "
@@ -435,7 +435,7 @@ def _fit_scipy(driver, result, method, iterations, tol, mask, N, callback, histo
 
     def hessp(x: np.ndarray, p: np.ndarray) -> np.ndarray:
         s = driver.sums(x, "hvp", np.asarray(p, dtype=x.dtype))
-        return (s.curvature + l2 * mask * p) / N
+        return s.curvature / N + reg(x, 0.0)[2] * p
 
     def on_iteration(intermediate_result) -> None:
         x = np.asarray(intermediate_result.x, dtype=np.float64)
