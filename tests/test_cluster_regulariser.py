@@ -9,7 +9,7 @@ import pytest
 from conftest import make_spec
 
 import symgrad
-from symgrad.runtime.cluster import Regulariser
+from symgrad.runtime.cluster import Regulariser, newton_steps
 
 CASES = {
     "l1_l2_mlp": make_spec(((3, "tanh"),), "sigmoid", "log_loss", l2=0.3, l1=0.2, outputs=1),
@@ -84,3 +84,29 @@ def test_the_cluster_has_no_regulariser_formula_of_its_own():
     source = inspect.getsource(cluster)
     for typed in ("l2 *", "l1 *", "np.sign", "np.maximum", "0.5 *", "mask"):
         assert typed not in source, typed
+
+
+def test_the_newton_solves_are_the_generated_trainers():
+    """The cluster's Newton and Newton-CG steps are the static solves of a trainer generated for
+    the spec with optimizer newton: on an indefinite Hessian the damping is raised (p
+    descends), and CG stops at negative curvature, as ``newton_direction`` does."""
+    spec = make_spec(((4, "tanh"),), "identity", "mse", optimizer={"name": "gd"}, outputs=1)
+    net = symgrad.load_trainer(spec)
+    steps = newton_steps(net)
+    assert steps is not type(net) and not hasattr(net, "_newton_solve")
+    assert newton_steps(steps(dtype="float64")) is steps  # a Newton trainer's own class
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((6, 6))
+    H = A + A.T - 4 * np.eye(6)  # indefinite
+    g = rng.standard_normal(6)
+    assert np.linalg.eigvalsh(H)[0] < 0
+    p = steps._newton_solve(H.copy(), g, 1e-4)
+    assert p @ g > 0  # descends, where np.linalg.solve(H + 1e-4 I, g) need not
+    q = steps._newton_cg(lambda v: H @ v, g, 1e-4)
+    assert q @ g > 0
+    spd = A @ A.T + np.eye(6)
+    np.testing.assert_allclose(
+        steps._newton_cg(lambda v: spd @ v, g, 0.5),
+        np.linalg.solve(spd + 0.5 * np.eye(6), g),
+        rtol=1e-9,
+    )

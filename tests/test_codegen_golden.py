@@ -84,6 +84,8 @@ SECTIONS = {
     "_hessian": {"Second order"},
     "gauss_newton": {"Second order"},
     "newton_direction": {"Newton's method", "Update"},
+    "_newton_solve": {"Newton's method", "Update"},
+    "_newton_cg": {"Newton's method", "Update"},
     "_make_runner": {"Update", "Regulariser", "Newton's method"},
 }
 #: keys whose equation a method may cite, beyond its sections: what the comment names

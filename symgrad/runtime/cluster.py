@@ -250,11 +250,20 @@ def _default_damping(model) -> float:
     return 0.0 if value is inspect.Parameter.empty else float(value)
 
 
-def _solve(H: np.ndarray, g: np.ndarray) -> np.ndarray:
-    try:
-        return np.linalg.solve(H, g)
-    except np.linalg.LinAlgError:
-        return np.linalg.lstsq(H, g, rcond=None)[0]
+def newton_steps(model) -> type:
+    """A generated trainer class with Newton's solves (``_newton_solve``: the exact step with
+    the shift that makes H + shift I positive definite; ``_newton_cg``: conjugate gradients on
+    Hessian-vector products), printed from the ``newton*`` equations: ``model``'s own class
+    when its optimiser is Newton's, else the class generated for its spec with optimizer
+    ``newton`` (the solves are static: they read only H or the products and the gradient)."""
+    if hasattr(type(model), "_newton_solve"):
+        return type(model)
+    from .curvature.network import spec_of
+    from .loader import load_trainer
+
+    spec = spec_of(model)
+    newton = spec.optimizer.model_copy(update={"name": "newton"})
+    return type(load_trainer(spec.model_copy(update={"optimizer": newton})))
 
 
 def fit(
@@ -285,9 +294,12 @@ def fit(
             NumPy array (split into ``partitions`` row blocks).
         Y: targets (samples, outputs), or (samples,) for one output; chunked like X.
         method: ``"gd"`` (theta -= eta * grad C, with a proximal step for lambda_1), ``"newton"``
-            (solve (H + damping I) p = grad C with the summed P x P matrix; theta -= eta * p) or
-            ``"newton_cg"`` (the same system by conjugate gradients, one round of Hessian-vector
-            products per CG step; the matrix is never formed); ``"lbfgs"`` (SciPy's L-BFGS-B,
+            (solve (H + damping I) p = grad C with the summed P x P matrix, the damping raised
+            until H + damping I is positive definite; theta -= eta * p) or ``"newton_cg"`` (the
+            same system by conjugate gradients, one round of Hessian-vector products per CG
+            step, stopping at a direction of negative curvature; the matrix is never formed):
+            both are the generated trainer's Newton solves (:func:`newton_steps`), printed from
+            the Derivation's ``newton*`` equations; ``"lbfgs"`` (SciPy's L-BFGS-B,
             no bounds) or ``"trust_ncg"`` (SciPy's trust-region Newton-CG on Hessian-vector
             products): SciPy iterates on the client, the cluster computes every value, gradient
             and Hessian-vector product it asks for; ``learning_rate`` and ``damping`` are not
@@ -348,9 +360,12 @@ def fit(
     what = {"newton": curvature}.get(method, "gradient")
     maxiter = min(reg.P, 250) if cg_maxiter is None else int(cg_maxiter)
 
+    steps = newton_steps(model) if method in ("newton", "newton_cg") else None
+
     def hvp(theta: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """H d over the partitions, the regulariser's term added (the damping is the solve's)."""
         s = driver.sums(theta, "hvp", d)
-        return s.curvature / N + reg(theta, 0.0)[2] * d + damping * d
+        return s.curvature / N + reg(theta, 0.0)[2] * d
 
     if method in SCIPY_METHODS:
         _fit_scipy(driver, result, method, iterations, tol, reg, N, callback, history_size)
@@ -380,11 +395,11 @@ def fit(
             new = reg.prox(theta - eta * grad, eta)
         elif method == "newton":
             H = s.curvature / N
-            H[np.diag_indices_from(H)] += reg_hess + damping
-            new = theta - eta * _solve(H, grad)
+            H[np.diag_indices_from(H)] += reg_hess
+            new = theta - eta * steps._newton_solve(H, grad, damping)
         else:
-            p = _conjugate_gradients(functools.partial(hvp, theta), grad, maxiter, cg_rtol)
-            new = theta - eta * p
+            apply = functools.partial(hvp, theta)
+            new = theta - eta * steps._newton_cg(apply, grad, damping, maxiter, cg_rtol)
         if not np.isfinite(new).all():
             raise ClusterDivergenceError(
                 f"iteration {model.epochs_done + 1}: a parameter became NaN or inf; the "
@@ -472,30 +487,6 @@ def _fit_scipy(driver, result, method, iterations, tol, reg, N, callback, histor
     if result.iterations == 0 or not np.array_equal(out.x, model.get_flat()):
         model.set_flat(out.x)  # SciPy's result when it ended without a last callback
     result.converged = tol is not None and bool(out.success) and out.status != 99
-
-
-def _conjugate_gradients(apply, g: np.ndarray, maxiter: int, rtol: float) -> np.ndarray:
-    """Solve A p = g by CG, as the trainer's ``newton_direction`` does (same stopping rules)."""
-    p = np.zeros_like(g)
-    r = g.copy()
-    d = r.copy()
-    rr = float(r @ r)
-    tol = rtol * rtol * max(rr, 1e-300)
-    for _ in range(maxiter):
-        Ad = apply(d)
-        dAd = float(d @ Ad)
-        if dAd <= 0:
-            break
-        step = rr / dAd
-        p += step * d
-        r -= step * Ad
-        rr_new = float(r @ r)
-        if rr_new < tol:
-            break
-        d *= rr_new / rr
-        d += r
-        rr = rr_new
-    return p
 
 
 # ---------------------------------------------------------------------------------------------
