@@ -5,9 +5,12 @@ cost's rounding: ~1e-13 absolute, 1e-10 of a gradient row of 1e-3)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from symgrad import load_spec
 from symgrad.runtime.reference import FD_ROUNDING, fd
 from symgrad.runtime.verification.compare import FDReference, error
+from symgrad.runtime.verify import verify
 
 
 def test_the_estimate_bounds_the_rounding_of_a_large_value_with_a_small_slope():
@@ -43,3 +46,43 @@ def test_error_counts_only_what_lies_beyond_the_estimate():
     plain = np.asarray(ref)  # no estimate: every difference counts
     assert error(within, plain)[0] > 1e-10
     assert ref.reshape(1, -1).fd_error == 4e-13  # kept through reshapes
+
+
+def test_an_entry_no_stencil_resolves_is_not_known():
+    """d(-log a)/da at a = 1e-20: every stencil inside the domain (a > 0) is far too wide to
+    resolve it; the estimate is NaN (not a reference), where it used to be a wrong number."""
+
+    def at(a):
+        def fun(t):
+            with np.errstate(invalid="ignore", divide="ignore"):  # outside the domain: NaN
+                return -np.log(np.array([a]) + t), ()
+
+        return fun
+
+    d, _, err = fd(at(1e-20), with_error=True)
+    assert np.isnan(d[0]) and err == 0.0  # nothing known
+    d, _, err = fd(at(0.5), with_error=True)
+    assert abs(d[0] + 2.0) < 1e-12 and 0 < err < 1e-11
+    d_plain, _ = fd(at(1e-20))  # without the flag: the old contract, a number
+    assert np.isfinite(d_plain).all()
+
+
+SATURATED = {
+    "name": "saturated",
+    "inputs": 10,
+    "layers": [{"units": 40, "activation": "relu"}, {"units": 3, "activation": "sigmoid"}],
+    "loss": "log_loss",
+    "regularization": {"l2": 0.1},
+    "init": {"scheme": "normal", "seed": 1},
+}
+
+
+@pytest.mark.parametrize("out", [("sigmoid", "log_loss"), ("softmax", "cross_entropy")])
+def test_a_network_its_initialisation_saturates_verifies(out):
+    """N(0, 1) weights on 10 inputs and 40 ReLU units put |z_2| in the tens: the printed
+    forms (y/a, log(1 - a)) cannot be evaluated to 1e-10 there (33 rows failed with sigmoid,
+    delta.out with softmax). The verifier scales each layer to max |z| <= 6 first."""
+    spec = dict(SATURATED, layers=[SATURATED["layers"][0], {"units": 3, "activation": out[0]}])
+    spec["loss"] = out[1]
+    report = verify(load_spec(spec))
+    assert report.ok, report.table()

@@ -395,7 +395,8 @@ _ONE_SIDED = ((0, -25 / 12), (1, 4.0), (2, -3.0), (3, 4 / 3), (4, -1 / 4))
 def _one_sided(fun, sig0, step: float):
     """The derivative at a kink, on the side where ``fun`` keeps the branch it takes at 0
     (ReLU at z = 0 takes its z <= 0 piece: the derivative from the left, 0, as the code's
-    f'(0) = 0); None when neither side keeps it. Halves the step until two estimates agree."""
+    f'(0) = 0); None when neither side keeps it. Halves the step until two estimates agree;
+    returns ``(derivative, step, error)`` (see :func:`fd`)."""
 
     def stencil(side, h):
         total, top = 0.0, 0.0
@@ -405,7 +406,7 @@ def _one_sided(fun, sig0, step: float):
             if sig != sig0 or not np.all(np.isfinite(v)):
                 return None, top
             total = total + c * v
-            top = max(top, float(np.max(np.abs(v), initial=0.0)))
+            top = np.maximum(top, np.abs(v))
         return side * total / h, top
 
     for side in (-1.0, 1.0):
@@ -416,16 +417,17 @@ def _one_sided(fun, sig0, step: float):
             d, top = stencil(side, h)
         if d is None:
             continue
+        diff = None
         for _ in range(20):
-            d2, top = stencil(side, h / 2)
+            d2, top2 = stencil(side, h / 2)
             if d2 is None:
                 break
-            diff = float(np.max(np.abs(d2 - d), initial=0.0))
+            diff = np.abs(d2 - d)
             scale = float(np.max(np.abs(d2), initial=0.0))
-            d, h = d2, h / 2
-            if diff <= max(1e-11 * scale, 256 * np.finfo(np.float64).eps * top / h):
+            d, h, top = d2, h / 2, top2
+            if np.max(diff, initial=0.0) <= max(1e-11 * scale, 256 * _EPS * np.max(top) / h):
                 break
-        return d, h
+        return d, h, _error(diff, top, h)
     return None
 
 
@@ -437,10 +439,15 @@ def fd(fun, step: float = FD_STEP, with_error: bool = False):
     in ``log(1 - a)``); then it halves until two successive estimates agree to 1e-12 (relative
     to the largest) or differ by no more than rounding noise. When every stencil straddles a
     kink, the point is on one: one-sided differences on the side of its branch (see
-    :func:`_one_sided`). Returns ``(derivative, step)``; with ``with_error``, ``(derivative,
-    step, error)``, ``error`` the estimate's own absolute error: the larger of the last two
-    estimates' difference and the rounding of the values at that step, ``FD_ROUNDING * eps *
-    max|value| / step`` (the weights' sum is about 1 and two values enter each difference).
+    :func:`_one_sided`).
+
+    Returns ``(derivative, step)``. With ``with_error`` (a reference for the verifier), each
+    entry's own error is estimated, the larger of the last two estimates' difference and the
+    rounding of the values at the final step (``FD_ROUNDING * eps * max|value| / step``); an
+    entry whose error exceeds ``FD_ACCEPT`` of its scale (``max(|derivative|, FD_FLOOR)``) is
+    NaN, not known: e.g. ``d(-log a)/da`` at ``a = 1e-20``, where no stencil that stays in the
+    domain resolves the derivative. It returns ``(derivative, step, error)``, ``error`` the
+    largest absolute error of the known entries.
     """
     _, sig0 = fun(0.0)
 
@@ -454,7 +461,8 @@ def fd(fun, step: float = FD_STEP, with_error: bool = False):
                 v = np.asarray(v)
                 values[sgn * k] = v
                 ok = ok and sig == sig0 and bool(np.all(np.isfinite(v)))
-                top = max(top, float(np.max(np.abs(v), initial=0.0)))
+                if ok:
+                    top = np.maximum(top, np.abs(v))
         return sum(c * (values[k] - values[-k]) for k, c in FD_WEIGHTS) / h, ok, top
 
     h = step
@@ -464,29 +472,45 @@ def fd(fun, step: float = FD_STEP, with_error: bool = False):
         d, ok, top = stencil(h)
     if not ok:  # the point itself sits on a kink: differences on the side of its branch
         one = _one_sided(fun, sig0, step)
-        if one is not None:
-            return (*one, _rounding(top, one[1])) if with_error else one
-    diff = 0.0
-    for _ in range(12):
-        d2, ok, top2 = stencil(h / 2)
-        if not ok:
-            break
-        diff = float(np.max(np.abs(d2 - d), initial=0.0))
-        scale = float(np.max(np.abs(d2), initial=0.0))
-        noise = 64 * np.finfo(np.float64).eps * top2 / (h / 2)
-        d, h, top = d2, h / 2, top2
-        if diff <= max(1e-12 * scale, noise):
-            break
-    if with_error:
-        return d, h, max(diff, _rounding(top, h))
-    return d, h
+        if one is None:  # nor does either side keep its branch inside the domain
+            err = np.inf
+        else:
+            d, h, err = one
+    else:
+        diff = None
+        for _ in range(12):
+            d2, ok, top2 = stencil(h / 2)
+            if not ok:
+                break
+            diff = np.abs(d2 - d)
+            scale = float(np.max(np.abs(d2), initial=0.0))
+            noise = 64 * _EPS * float(np.max(top2, initial=0.0)) / (h / 2)
+            d, h, top = d2, h / 2, top2
+            if np.max(diff, initial=0.0) <= max(1e-12 * scale, noise):
+                break
+        err = _error(diff, top, h)
+    if not with_error:
+        return d, h
+    d = np.asarray(d, dtype=np.float64)
+    err = np.broadcast_to(np.asarray(err, dtype=np.float64), d.shape)
+    unknown = ~(err <= FD_ACCEPT * np.maximum(np.abs(d), FD_FLOOR))
+    if unknown.any():
+        d = np.where(unknown, np.nan, d)
+    return d, h, float(np.max(err[~unknown], initial=0.0))
 
 
+_EPS = float(np.finfo(np.float64).eps)
 #: Rounding of a difference quotient, in units of ``eps * max|value| / step``: each value
 #: carries a few units of rounding (a sum over samples and units), two enter each difference.
 FD_ROUNDING = 8
+#: An estimate is known where its own error is at most this share of its scale, ...
+FD_ACCEPT = 1e-9
+#: ... ``max(|derivative|, FD_FLOOR)`` (the verifier's absolute floor).
+FD_FLOOR = 1e-3
 
 
-def _rounding(top: float, h: float) -> float:
-    """The rounding error of a difference quotient at step ``h`` of values up to ``top``."""
-    return FD_ROUNDING * float(np.finfo(np.float64).eps) * top / h
+def _error(diff, top, h: float):
+    """Each entry's error: the last two estimates' difference (when there were two) or, if
+    larger, the rounding of the values at step ``h``."""
+    rounding = FD_ROUNDING * _EPS * np.asarray(top, dtype=np.float64) / h
+    return rounding if diff is None else np.maximum(diff, rounding)

@@ -17,9 +17,16 @@ class Context:
     """Everything a verification run shares: spec, reference, trainer, data, direction v.
 
     The random parameters are the trainer's initialisation (weights at the scale of their
-    scheme), with biases drawn from N(0, 0.5^2) where the scheme leaves them at zero; the batch
-    of ``batch`` samples is also the training set (``N = m``).
+    scheme), with biases drawn from N(0, 0.5^2) where the scheme leaves them at zero, and each
+    layer's weights and bias scaled down, in order, where a pre-activation over the batch would
+    exceed ``Z_MAX`` in magnitude: a saturated unit puts the printed forms out of float64's
+    reach (``log(1 - a)`` at ``a = 1 - 1e-17``, ``y/a`` at ``a = 1e-20``), while the equations
+    hold for every parameter. The batch of ``batch`` samples is also the training set
+    (``N = m``).
     """
+
+    #: the largest |z| over the batch the drawn parameters may give (see the class doc)
+    Z_MAX = 6.0
 
     def __init__(
         self, spec: Spec, derivation, seed: int, batch: int, dtype: str, tol: float, trainer=None
@@ -51,7 +58,8 @@ class Context:
         for l in range(1, self.L + 1):
             if self.bias[l] and not np.any(b[l]):
                 b[l] = 0.5 * self.rng.standard_normal(b[l].shape)
-        self.state = self.ref.freeze(self.ref.state(W, b, X, Y))
+        W0 = [None if w is None else w.copy() for w in W]
+        self.state = self.ref.freeze(self._moderate(W, b, X, Y))
         for _ in range(20):  # a draw on which every unit is dead (ReLU) would check nothing
             gW, gb = self.ref.gradient(self.state)
             if any(np.any(gW[l]) or np.any(gb[l]) for l in range(1, self.L + 1)):
@@ -61,7 +69,8 @@ class Context:
                 0.5 * self.rng.standard_normal(b[l].shape) if self.bias[l] else b[l]
                 for l in range(1, self.L + 1)
             ]
-            self.state = self.ref.freeze(self.ref.state(W, b, X, Y))
+            W = [None if w is None else w.copy() for w in W0]
+            self.state = self.ref.freeze(self._moderate(W, b, X, Y))
         self.trainer.set_flat(flat_params(W, b, self.bias).astype(self.trainer.dtype))
         self.m = batch
         self.sizes = {nt.n(l): n for l, n in enumerate(spec.sizes)}
@@ -108,6 +117,18 @@ class Context:
         self.update_defined: set = set()
         #: theta after the Newton step (before an L1 threshold), set by the newton row
         self.newton_theta: np.ndarray | None = None
+
+    def _moderate(self, W: list, b: list, X: np.ndarray, Y: np.ndarray):
+        """Scale W_l and b_l (in place, layer by layer) so that max |z_l| over the batch is at
+        most ``Z_MAX``; the reference network's state at the result."""
+        state = self.ref.state(W, b, X, Y)
+        for l in range(1, self.L + 1):
+            top = float(np.max(np.abs(state.z[l]), initial=0.0))
+            if top > self.Z_MAX:
+                W[l] *= self.Z_MAX / top
+                b[l] *= self.Z_MAX / top
+                state = self.ref.state(W, b, X, Y)
+        return state
 
     def _block(self, flat, kind, l):
         if kind == "b" and not self.bias[l]:  # no bias: b_l (and its part of v) stays 0
