@@ -374,22 +374,40 @@ class CustomSwish:
         X = self._check_X(X)
         return X, self._check_Y(X, Y)
 
+    @staticmethod
+    def _bias_last(H, sections):
+        """H (P, P) from the blocks' order ([weights, bias] unit by unit) to the public order
+        (a layer's weights unit by unit, then its biases), in place; ``sections``: (first
+        index, units, weights per unit) of each layer with a bias. Rows by moves within H,
+        columns a band of rows at a time (memory: the bias rows and one band)."""
+        public = np.arange(H.shape[0])  # the blocks' index of each public index
+        for lo, units, entries in sections:
+            first = lo + (entries + 1) * np.arange(units)
+            public[lo : lo + units * entries] = (first[:, None] + np.arange(entries)).ravel()
+            public[lo + units * entries : lo + units * (entries + 1)] = first + entries
+            bias = H[first + entries]
+            for a in range(1, units):
+                H[lo + a * entries : lo + (a + 1) * entries] = H[first[a] : first[a] + entries]
+            H[lo + units * entries : lo + units * (entries + 1)] = bias
+        band = np.empty((min(256, H.shape[0]), H.shape[0]), dtype=H.dtype)
+        for r in range(0, H.shape[0], 256):
+            rows = H[r : r + 256]
+            np.take(rows, public, axis=1, out=band[: len(rows)])
+            rows[...] = band[: len(rows)]
+
     def _hessian(self, X, Y):
         """The exact Hessian of a one-hidden-layer network in block form (20).
 
-        H = (1/m) sum_x [J^T S J + (hidden curvature) + (cross terms)], with J = dz_2/dtheta,
-        and the regulariser over n.
+        Every block printed from the matrix forms of (20), (21) and (22)
+        (symgrad.codegen.blocks), over chunks of samples; the regulariser over n.
         """
         m = X.shape[0]
-        d, u, K = 4, 8, 1
-        H = np.zeros((N_PARAMS, N_PARAMS), dtype=self.dtype)
         W_2 = self.W_2
-        # public indices of [W_1 | b_1] (u, d + 1) and of W_2 (K, u)
-        idx_1 = np.empty((u, d + 1), dtype=np.int64)
-        idx_1[:, :d] = np.arange(u * d).reshape(u, d)
-        idx_1[:, d] = u * d + np.arange(u)
-        idx_2 = 40 + np.arange(K * u).reshape(K, u)
-        chunk = max(1, 4_000_000 // (K * N_PARAMS))
+        H = np.zeros((N_PARAMS, N_PARAMS), dtype=self.dtype)
+        H11 = H[0:40, 0:40].reshape(8, 5, 8, 5)
+        H12 = H[0:40, 40:].reshape(8, 5, 1, 9)
+        H22 = H[40:, 40:].reshape(1, 9, 1, 9)
+        chunk = max(1, 4_000_000 // 64)
         for lo in range(0, m, chunk):
             x = X[lo : lo + chunk]
             y = Y[lo : lo + chunk]
@@ -398,42 +416,47 @@ class CustomSwish:
             z_1 = cache[1]
             a_1 = cache[2]
             a_2 = cache[4]
-            fp_1 = np.broadcast_to(0.25 * (z_1 + np.exp(z_1) + 1) / np.cosh(0.5 * z_1) ** 2, (c, u))
+            fp_1 = 0.25 * (z_1 + np.exp(z_1) + 1) / np.cosh(0.5 * z_1) ** 2
+            fpp_1 = (2 * z_1 + (2 - z_1) * (np.exp(z_1) + 1)) * np.exp(z_1) / (np.exp(z_1) + 1) ** 3
             delta_2 = 2 * (a_2 - y) / ((a_2 - y) ** 2 + 1)
-            # J: dz_2 / dtheta per sample, in the flat order
-            J = np.zeros((c, K, N_PARAMS), dtype=self.dtype)
-            G = W_2[None, :, :] * fp_1[:, None, :]  # dz_2k / dz_1j
-            J[:, :, : u * d] = (G[:, :, :, None] * x[:, None, None, :]).reshape(c, K, u * d)
-            J[:, :, u * d : u * d + u] = G
-            for k_ in range(K):
-                J[:, k_, 40 + k_ * u : 40 + (k_ + 1) * u] = a_1
-                J[:, k_, 48 + k_] = 1.0
-            # (18) Gauss-Newton part: sum_x J^T S J
-            s = 2 * (1 - (a_2 - y) ** 2) / ((a_2 - y) ** 2 + 1) ** 2
-            s = np.broadcast_to(s, (c, K))
-            if np.all(s >= 0):
-                B = (J * np.sqrt(s)[:, :, None]).reshape(c * K, N_PARAMS)
-                H += B.T @ B  # syrk
+            s_2 = 2 * (1 - (a_2 - y) ** 2) / ((a_2 - y) ** 2 + 1) ** 2
+            xt = np.hstack([x, np.ones((c, 1), dtype=x.dtype)])
+            at_1 = np.hstack([a_1, np.ones((c, 1), dtype=x.dtype)])
+            # (20)
+            H11v = H11.reshape(40, 40)
+            G11_0 = fp_1[:, None, :] * W_2[None, :, :]
+            if np.all(s_2 >= 0):
+                SB = np.sqrt(s_2)[:, :, None] * G11_0
+                B = (SB[:, :, :, None] * xt[:, None, None, :]).reshape(-1, 40)
+                H11v += B.T @ B  # symmetric rank update (syrk)
             else:
-                H += (J * s[:, :, None]).reshape(c * K, N_PARAMS).T @ J.reshape(c * K, N_PARAMS)
-            xt = np.hstack([x, np.ones((c, 1), dtype=self.dtype)])
-            # hidden curvature: x~ x~^T f''_1j (W_2^T delta_2)_j, one block per hidden unit j
-            back_1 = delta_2 @ W_2
-            curvature = (
-                back_1
-                * (2 * z_1 + (2 - z_1) * (np.exp(z_1) + 1))
-                * np.exp(z_1)
-                / (np.exp(z_1) + 1) ** 3
-            )
-            outer = (xt[:, :, None] * xt[:, None, :]).reshape(c, (d + 1) * (d + 1))
-            Cb = (curvature.T @ outer).reshape(u, d + 1, d + 1)
-            H[idx_1[:, :, None], idx_1[:, None, :]] += Cb
-            # cross terms: d2C / dW_1[j,i] dW_2[k,j] gains delta_2k f'_1j x~_i
-            M = np.einsum("mk,mj,mi->kji", delta_2, fp_1, xt)
-            rows = np.broadcast_to(idx_1[None, :, :], (K, u, d + 1))
-            cols = np.broadcast_to(idx_2[:, :, None], (K, u, d + 1))
-            H[rows, cols] += M
-            H[cols, rows] += M
+                B = (G11_0[:, :, :, None] * xt[:, None, None, :]).reshape(-1, 40)
+                H11v += (B * s_2.reshape(-1, 1)).T @ B
+            C11 = fpp_1 * (delta_2 @ W_2)
+            outer = (xt[:, :, None] * xt[:, None, :]).reshape(c, 25)
+            diagonal = np.arange(8)
+            H11[diagonal, :, diagonal, :] += (C11.T @ outer).reshape(8, 5, 5)
+            # (21)
+            C12 = fp_1[:, :, None] * W_2.T[None, :, :] * s_2[:, None, :]
+            O12_0 = delta_2[:, None, :] * fp_1[:, :, None]
+            KR = (xt[:, :, None] * at_1[:, None, :]).reshape(c, 45)
+            P = (C12.reshape(c, -1).T @ KR).reshape(8, 1, 5, 9)
+            H12 += P.transpose(0, 2, 1, 3)
+            diagonal = np.arange(8)
+            P = (O12_0.reshape(c, -1).T @ xt).reshape(8, 1, 5)
+            H12[diagonal, :, :, diagonal] += P.transpose(0, 2, 1)
+            # (22)
+            C22 = s_2
+            for a_ in range(1):
+                col = C22[:, a_, None]
+                if np.all(col >= 0):
+                    B = at_1 * np.sqrt(col)
+                    H22[a_, :, a_, :] += B.T @ B  # syrk
+                else:
+                    H22[a_, :, a_, :] += at_1.T @ (at_1 * col)
+        # the blocks' order (unit, [weights, bias]) -> the public order (W row-major, then b)
+        H[40:, :40] = H[:40, 40:].T
+        self._bias_last(H, ((0, 8, 4), (40, 1, 8)))
         H /= m
         return H
 

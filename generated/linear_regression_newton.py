@@ -353,32 +353,45 @@ class LinearRegressionNewton:
         if grad is None:
             grad = self._public(self._gradient(X, Y))
         if N_PARAMS <= NEWTON_EXACT_MAX:
-            H = self._hessian(X, Y)
-            diagonal = H.diagonal().copy()
-            scale = float(np.abs(diagonal).max()) or 1.0
-            shift = damping
-            for _ in range(400):  # 10x each time: any finite H is reached well before
-                H[np.diag_indices_from(H)] = diagonal + shift
-                try:
-                    np.linalg.cholesky(H)  # H + shift I positive definite: p descends
-                except np.linalg.LinAlgError:
-                    shift = 10 * max(shift, 1e-08 * scale)  # (35)
-                    continue
-                return np.linalg.solve(H, grad)
-            return grad.copy()  # no factor (NaN in H): the steepest descent direction
-        # conjugate gradients on Hessian-vector products (37)-(42); stops
-        # where H + damping I is not positive definite along the search direction (p = grad
-        # when that happens at once)
-        p = np.zeros_like(grad)
-        r = grad.copy()
-        d = r.copy()
-        rho = float(r @ r)
-        tol = 1e-20 * max(rho, 1e-300)
+            return self._newton_solve(self._hessian(X, Y), grad, damping)
 
         def hvp(v):
             return self._rop(X, Y, v[:, None], False)[:, 0]
 
-        for _ in range(min(N_PARAMS, 250)):
+        return self._newton_cg(hvp, grad, damping)
+
+    @staticmethod
+    def _newton_solve(H, grad, damping):
+        """p from (H + shift I) p = grad (36) with the first shift, from ``damping`` up
+        (35), that has a Cholesky factor (H is overwritten). Public order; also
+        the Newton step of a cluster's client (symgrad.runtime.cluster)."""
+        diagonal = H.diagonal().copy()
+        scale = float(np.abs(diagonal).max()) or 1.0
+        shift = damping
+        for _ in range(400):  # 10x each time: any finite H is reached well before
+            H[np.diag_indices_from(H)] = diagonal + shift
+            try:
+                np.linalg.cholesky(H)  # H + shift I positive definite: p descends
+            except np.linalg.LinAlgError:
+                shift = 10 * max(shift, 1e-08 * scale)  # (35)
+                continue
+            return np.linalg.solve(H, grad)
+        return grad.copy()  # no factor (NaN in H): the steepest descent direction
+
+    @staticmethod
+    def _newton_cg(hvp, grad, damping, maxiter=None, rtol=1e-10):
+        """p from (H + damping I) p = grad by conjugate gradients (37)-(42) on
+        ``hvp(v) = H v``; stops after ``maxiter`` iterations (default min(P, 250)), once
+        |r| < rtol |grad|, or where H + damping I is not positive definite along the search
+        direction (p = grad when that happens at once). Public order; also the Newton-CG step of
+        a cluster's client (symgrad.runtime.cluster)."""
+        # conjugate gradients on Hessian-vector products (37)-(42)
+        p = np.zeros_like(grad)
+        r = grad.copy()
+        d = r.copy()
+        rho = float(r @ r)
+        tol = rtol * rtol * max(rho, 1e-300)
+        for _ in range(min(grad.size, 250) if maxiter is None else maxiter):
             Ad = hvp(d) + d * damping
             curvature = float(d @ Ad)
             if curvature <= 0:

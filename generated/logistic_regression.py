@@ -225,6 +225,22 @@ class LogisticRegression:
         w = self._store[_WEIGHTS]
         return float(np.sum(0.5 * self.l2 * w * w / n))
 
+    def _regulariser(self, n, l1):
+        """The regulariser (3) over n samples with lambda_1 = ``l1`` (0: its smooth part), its
+        gradient (12) and its Hessian's diagonal (13), public order: what a cluster's client
+        adds to the partitions' data sums (symgrad.runtime.cluster)."""
+        w = self._store[_WEIGHTS]
+        value = float(np.sum(0.5 * self.l2 * w * w / n))
+        grad = np.zeros(N_PARAMS, dtype=self.dtype)
+        grad[_PUBLIC[_WEIGHTS]] = self.l2 * w / n
+        return value, grad, self._reg_hess(n)
+
+    def _reg_hess(self, n):
+        """The regulariser's Hessian (13) over n samples: its diagonal (P,), public order."""
+        diag = np.zeros(N_PARAMS, dtype=self.dtype)
+        diag[_PUBLIC] = _WEIGHT_MASK * (self.l2 / n)
+        return diag
+
     def loss(self, X, Y):
         """The cost C (1) on (X, Y): the mean loss of its n samples plus the regulariser with N = n."""
         X = self._check_X(X)
@@ -317,12 +333,6 @@ class LogisticRegression:
         X = self._check_X(X)
         return X, self._check_Y(X, Y)
 
-    def _reg_hess(self, n):
-        """The regulariser's Hessian (13) over n samples: its diagonal (P,), public order."""
-        diag = np.zeros(N_PARAMS, dtype=self.dtype)
-        diag[_PUBLIC] = _WEIGHT_MASK * (self.l2 / n)
-        return diag
-
     def _hessian(self, X, Y, n, cache=None):
         """The closed form (16) for a model without hidden layers; regulariser over n;
         ``cache``: the forward pass on X when the caller has it (``_forward``'s list)."""
@@ -395,32 +405,45 @@ class LogisticRegression:
         if grad is None:
             grad = self._public(self._gradient(X, Y, n))
         if N_PARAMS <= NEWTON_EXACT_MAX:
-            H = self._hessian(X, Y, n)
-            diagonal = H.diagonal().copy()
-            scale = float(np.abs(diagonal).max()) or 1.0
-            shift = damping
-            for _ in range(400):  # 10x each time: any finite H is reached well before
-                H[np.diag_indices_from(H)] = diagonal + shift
-                try:
-                    np.linalg.cholesky(H)  # H + shift I positive definite: p descends
-                except np.linalg.LinAlgError:
-                    shift = 10 * max(shift, 1e-08 * scale)  # (41)
-                    continue
-                return np.linalg.solve(H, grad)
-            return grad.copy()  # no factor (NaN in H): the steepest descent direction
-        # conjugate gradients on Hessian-vector products (43)-(48); stops
-        # where H + damping I is not positive definite along the search direction (p = grad
-        # when that happens at once)
-        p = np.zeros_like(grad)
-        r = grad.copy()
-        d = r.copy()
-        rho = float(r @ r)
-        tol = 1e-20 * max(rho, 1e-300)
+            return self._newton_solve(self._hessian(X, Y, n), grad, damping)
 
         def hvp(v):
             return self._rop(X, Y, v[:, None], False, n)[:, 0]
 
-        for _ in range(min(N_PARAMS, 250)):
+        return self._newton_cg(hvp, grad, damping)
+
+    @staticmethod
+    def _newton_solve(H, grad, damping):
+        """p from (H + shift I) p = grad (42) with the first shift, from ``damping`` up
+        (41), that has a Cholesky factor (H is overwritten). Public order; also
+        the Newton step of a cluster's client (symgrad.runtime.cluster)."""
+        diagonal = H.diagonal().copy()
+        scale = float(np.abs(diagonal).max()) or 1.0
+        shift = damping
+        for _ in range(400):  # 10x each time: any finite H is reached well before
+            H[np.diag_indices_from(H)] = diagonal + shift
+            try:
+                np.linalg.cholesky(H)  # H + shift I positive definite: p descends
+            except np.linalg.LinAlgError:
+                shift = 10 * max(shift, 1e-08 * scale)  # (41)
+                continue
+            return np.linalg.solve(H, grad)
+        return grad.copy()  # no factor (NaN in H): the steepest descent direction
+
+    @staticmethod
+    def _newton_cg(hvp, grad, damping, maxiter=None, rtol=1e-10):
+        """p from (H + damping I) p = grad by conjugate gradients (43)-(48) on
+        ``hvp(v) = H v``; stops after ``maxiter`` iterations (default min(P, 250)), once
+        |r| < rtol |grad|, or where H + damping I is not positive definite along the search
+        direction (p = grad when that happens at once). Public order; also the Newton-CG step of
+        a cluster's client (symgrad.runtime.cluster)."""
+        # conjugate gradients on Hessian-vector products (43)-(48)
+        p = np.zeros_like(grad)
+        r = grad.copy()
+        d = r.copy()
+        rho = float(r @ r)
+        tol = rtol * rtol * max(rho, 1e-300)
+        for _ in range(min(grad.size, 250) if maxiter is None else maxiter):
             Ad = hvp(d) + d * damping
             curvature = float(d @ Ad)
             if curvature <= 0:

@@ -291,6 +291,22 @@ class MlpDigits:
         w = self._store[_WEIGHTS]
         return float(np.sum(0.5 * self.l2 * w * w / n))
 
+    def _regulariser(self, n, l1):
+        """The regulariser (3) over n samples with lambda_1 = ``l1`` (0: its smooth part), its
+        gradient (27) and its Hessian's diagonal (28), public order: what a cluster's client
+        adds to the partitions' data sums (symgrad.runtime.cluster)."""
+        w = self._store[_WEIGHTS]
+        value = float(np.sum(0.5 * self.l2 * w * w / n))
+        grad = np.zeros(N_PARAMS, dtype=self.dtype)
+        grad[_PUBLIC[_WEIGHTS]] = self.l2 * w / n
+        return value, grad, self._reg_hess(n)
+
+    def _reg_hess(self, n):
+        """The regulariser's Hessian (28) over n samples: its diagonal (P,), public order."""
+        diag = np.zeros(N_PARAMS, dtype=self.dtype)
+        diag[_PUBLIC] = _WEIGHT_MASK * (self.l2 / n)
+        return diag
+
     def loss(self, X, Y):
         """The cost C (1) on (X, Y): the mean loss of its n samples plus the regulariser with N = n."""
         X = self._check_X(X)

@@ -2,10 +2,11 @@
 generic path printed from the Derivation: ``_full``, the R-operator sweeps over the identity,
 every statement printed from an equation's matrix form (see tests/test_rop_printing.py).
 
-The block form is kept because it is several times faster (J^T S J in one symmetric product per
-chunk of samples instead of P R-operator sweeps); these tests hold it to the printed path on
-the cases its template branches on: softmax or elementwise output, a loss matched to its
-output or not, f'' = 0 or not, a layer without bias, the L2 term.
+The block form is kept because it is several times faster (products over the batch per block
+of the Hessian, printed from the matrix forms of hess.blocks.*, see
+tests/test_printed_block_hessian.py, instead of P R-operator sweeps); these tests hold it to the
+printed path on the cases its lowering branches on: softmax or elementwise output, a loss
+matched to its output or not, f'' = 0 or not, a layer without bias, the L2 term.
 """
 
 from __future__ import annotations

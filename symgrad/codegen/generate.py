@@ -24,6 +24,7 @@ from ..printers.pylayout import layout
 from ..printers.svg import network_svg
 from ..spec import MAX_HESSIAN_PARAMS, NEWTON_EXACT_MAX, Spec, load_spec
 from .backend import NUMPY, Backend
+from .blocks import block_hessian
 from .cite import Citations
 from .cost import output_code, output_kernels
 from .layers import dense_layer, init_scale
@@ -129,6 +130,7 @@ def build_context(
     opt = optimizer or optimizers.get(spec.optimizer.name)
     L = d.depth
     all_bias = all(layer.bias for layer in d.layers)
+    two_layer = d.depth == 2 and not d.graph
     # which of the output's kernels read z_L decides whether the pass keeps z_L
     layers = []
     public = internal = 0
@@ -182,7 +184,12 @@ def build_context(
         ),
         "all_bias": all_bias,
         "closed_form": not d.has_hidden,
-        "two_layer": d.depth == 2 and not d.graph,  # skip connections: the R-operator's
+        "two_layer": two_layer,  # skip connections: the R-operator's
+        # the one-hidden-layer Hessian, printed from the matrix forms of hess.blocks.*
+        # (the numpy templates lay it out)
+        "block_hessian": block_hessian(d, printer)
+        if two_layer and backend.templates == NUMPY.templates
+        else None,
         "graph": d.graph,
         # second-order methods take the regulariser's N where they add its Hessian
         "n_arg": ", n" if reg.hess else "",

@@ -20,8 +20,10 @@ module is over 400 lines because it is a table: one short constructor per symbol
 from __future__ import annotations
 
 import functools
+import re
 
 import sympy as sp
+from sympy.matrices.expressions.diagonal import DiagMatrix
 
 from ..optimizers.base import eta, g, theta  # the optimiser's symbols, shared
 
@@ -488,6 +490,39 @@ def Spart(part: str, idx: str) -> sp.MatrixSymbol:
     of the softmax curvature ``S = diag(d) + u v^T`` at every sample."""
     uni = "S" + _UNI_SUP.get(part, part) + _UNI_SUB.get(idx, idx)
     return _matrix(f"Sdiag{part}_{idx}", m, m, f"S^{{{part}}}_{{{idx}}}", uni)
+
+
+def Diag(column: sp.MatrixExpr) -> DiagMatrix:
+    """``diag(c)``: the diagonal matrix of a column c."""
+    return DiagMatrix(column)
+
+
+@functools.cache
+def At(l: int) -> sp.MatrixSymbol:
+    """``A~_l = [A_l, 1]`` (m x (n_l + 1)): layer l's outputs with a column of ones (the inputs
+    of layer l + 1 with its bias)."""
+    return _matrix(f"At_{l}", m, n(l) + 1, rf"\tilde{{A}}^{{({l})}}", "Ã" + sup(l))
+
+
+#: the names :func:`unit` gives: ``e1_j`` (``e`` layer ``_`` index), ``et1_j`` with ``tilde``
+UNIT_NAME = re.compile(r"e(t?)(\d)_([a-z])")
+
+
+@functools.cache
+def unit(l: int, idx: str, tilde: bool = False) -> sp.MatrixSymbol:
+    """``e_idx``: the unit column (n_l x 1) selecting unit idx of layer l (``M e_j`` is column
+    j of M); ``tilde``: the same unit among the n_l + 1 columns of ``A~_l = [A_l, 1]``."""
+    if tilde:
+        return _matrix(f"et{l}_{idx}", n(l) + 1, 1, rf"\tilde{{e}}_{{{idx}}}", "ẽ" + idx)
+    return _matrix(f"e{l}_{idx}", n(l), 1, f"e_{{{idx}}}", "e" + idx)
+
+
+@functools.cache
+def Hblock(rows: int, cols: int, idx: str, size: tuple) -> sp.MatrixSymbol:
+    """The block of the Hessian between unit idx[0] of layer ``rows`` (its weights and bias:
+    the rows) and unit idx[1] of layer ``cols`` (the columns), ``size`` (rows, columns)."""
+    name = f"H{rows}{cols}_{idx}"
+    return _matrix(name, *size, f"H^{{({rows}{cols})}}_{{{idx}}}", f"H{rows}{cols}_{idx}")
 
 
 __all__ = [

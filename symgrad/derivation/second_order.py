@@ -126,18 +126,19 @@ def build_rop_output(d: Derivation) -> None:
     )
 
 
-def _l2_block(bias: bool) -> sp.MatrixExpr:
+def _l2_block(bias: bool, fan_in: int = 0) -> sp.MatrixExpr:
     """``lambda_2/N [[I, 0], [0, 0]]`` on one unit's ``[w, b]`` (``lambda_2/N I`` without a
-    bias): the L2 term sits on weight entries only."""
+    bias) of a layer reading layer ``fan_in``: the L2 term sits on weight entries only."""
+    n = nt.n(fan_in)
     if not bias:
-        return nt.lambda_2 / nt.N * sp.Identity(nt.n(0))
+        return nt.lambda_2 / nt.N * sp.Identity(n)
     return (
         nt.lambda_2
         / nt.N
         * sp.BlockMatrix(
             [
-                [sp.Identity(nt.n(0)), sp.ZeroMatrix(nt.n(0), 1)],
-                [sp.ZeroMatrix(1, nt.n(0)), sp.ZeroMatrix(1, 1)],
+                [sp.Identity(n), sp.ZeroMatrix(n, 1)],
+                [sp.ZeroMatrix(1, n), sp.ZeroMatrix(1, 1)],
             ]
         )
     )
@@ -300,8 +301,10 @@ def build_blocks(d: Derivation) -> None:
             _tag(_theta2, _theta2) + (": the output layer sees its inputs only.",),
         ),
     )
+    # the matrix forms are written for a chain of two layers (a skip connection: index form)
+    forms, words = block_forms(d) if not d.graph else ({}, {k: () for k, *_ in rows})
     for n_row, (key, lhs, rhs, text) in enumerate(rows):
-        prose = text
+        prose = (*text, *words[key])
         if n_row == 0:
             prose = (
                 "The exact Hessian of a network with one hidden layer, block by block. ",
@@ -310,10 +313,109 @@ def build_blocks(d: Derivation) -> None:
                 *_tag(_theta1, _theta2),
                 " names the rows and columns of H it fills. ",
                 *_bias_entries(d, x[i], a1[q]),
-                *text,
+                *prose,
             )
-        d.add(Equation(key, SECOND, lhs, rhs, prose=prose))
+        d.add(Equation(key, SECOND, lhs, rhs, matrix=forms.get(key), prose=prose))
     d.alias("hess.blocks", "hess.blocks.11")
+
+
+def _inputs(d: Derivation, l: int) -> sp.MatrixSymbol:
+    """The inputs of layer l + 1 over the batch: ``[A_l, 1]`` with a bias, else ``A_l``."""
+    if not d.layers[l].bias:
+        return nt.A(l)
+    return nt.Xt() if l == 0 else nt.At(l)
+
+
+def block_forms(d: Derivation) -> tuple[dict, dict]:
+    """The matrix forms of ``hess.blocks.11``, ``.12`` and ``.22``, one block per pair of units
+    over the batch (see the prose), and the words that introduce each; the L2 term sits on
+    weight entries only, between layers there is none."""
+    j, q, k, p = nt.j, nt.q, nt.k, nt.p
+    m, L2 = nt.m, d.spec.regularization.l2
+    ej, eq = nt.unit(1, "j"), nt.unit(1, "q")
+    ek, ep = nt.unit(2, "k"), nt.unit(2, "p")
+    etj = nt.unit(1, "j", tilde=True) if d.layers[1].bias else ej
+    X, A1 = _inputs(d, 0), _inputs(d, 1)
+    FP, W2, D2 = nt.FP(1), nt.W(2), nt.Delta(2)
+    Fj, Fq, Wj, Wq = FP * ej, FP * eq, W2 * ej, W2 * eq
+    w2 = nt.w(2)
+    # the columns c of the terms X~^T diag(c) X~ (one term per line of the display)
+    if d.output.vector:
+        Sd, Su, Sv = S_parts(2)
+        s11 = [Sd * sp.HadamardProduct(Wj, Wq), sp.HadamardProduct(Su * Wj, Sv * Wq)]
+        s12 = [w2[k, j] * Sd * ek, sp.HadamardProduct(Su * ek, Sv * Wj)]
+        s22 = [sp.KroneckerDelta(k, p) * Sd * ek, sp.HadamardProduct(Su * ek, Sv * ep)]
+        curvature: tuple = (Sd, ", ", Su, " and ", Sv, " the kernels d, u and v of ")
+        curvature = (*curvature, _rank_one_curvature(2), " at every sample")
+    else:
+        S = nt.S(2)
+        s11 = [S * sp.HadamardProduct(Wj, Wq)]
+        s12 = [w2[k, j] * S * ek]
+        s22 = [sp.KroneckerDelta(k, p) * S * ek]
+        curvature = (S, " the output curvature s at every sample")
+    c11 = [sp.HadamardProduct(Fj, Fq, t) for t in s11]
+    fpp = fsecond(d.layers[0].activation)
+    if fpp != 0:
+        c11.append(sp.KroneckerDelta(j, q) * sp.HadamardProduct(nt.FPP(1) * ej, D2 * W2 * ej))
+    n0, n1 = (nt.n(l) + (1 if d.layers[l].bias else 0) for l in range(2))
+    sandwich = [
+        ("hess.blocks.11", "jq", (n0, n0), [X.T * nt.Diag(c) * X for c in c11], (j, q, 0)),
+        (
+            "hess.blocks.12",
+            "jk",
+            (n0, n1),
+            [X.T * nt.Diag(sp.HadamardProduct(Fj, c)) * A1 for c in s12]
+            + [X.T * sp.HadamardProduct(Fj, D2 * ek) * etj.T],
+            None,
+        ),
+        ("hess.blocks.22", "kp", (n1, n1), [A1.T * nt.Diag(c) * A1 for c in s22], (k, p, 1)),
+    ]
+    forms = {}
+    for key, idx, size, data, reg in sandwich:
+        lhs = nt.Hblock(int(key[-2]), int(key[-1]), idx, size)
+        terms = [sp.MatMul(1 / m, t) for t in data]
+        if reg is not None and L2:
+            a, b, l = reg
+            terms.append(sp.KroneckerDelta(a, b) * _l2_block(d.layers[l].bias, l))
+        forms[key] = (lhs, sp.MatAdd(*terms))
+    ones = " = [X, 1]" if d.layers[0].bias else " = X (layer 1 has no bias)"
+    ones2 = " = [A_1, 1]" if d.layers[1].bias else " = A_1 (layer 2 has no bias)"
+    units = (" over their parameters (weights, then the bias where the layer has one)",)
+    words = {
+        "hess.blocks.11": (
+            " In matrix form, over a batch with ",
+            X,
+            ones,
+            ", ",
+            A1,
+            ones2,
+            ", ",
+            FP,
+            *((" and ", nt.FPP(1)) if fpp != 0 else ()),
+            " the hidden layer's f' and f'' at every sample, "
+            if fpp != 0
+            else " the hidden layer's f' at every sample, ",
+            D2,
+            " the output deltas, ",
+            *curvature,
+            ", ",
+            ej,
+            " the unit column that picks unit j (M e_j is column j of M) and diag(c) the "
+            "diagonal matrix of a column c over the batch: the block of hidden units j (rows) "
+            "and q (columns)",
+            *units,
+            ":",
+        ),
+        "hess.blocks.12": (
+            " In matrix form, the block of hidden unit j (rows) and output unit k (columns), with ",
+            etj,
+            " the unit column that picks column j of ",
+            A1,
+            ":",
+        ),
+        "hess.blocks.22": (" In matrix form, the block of output units k (rows) and p (columns):",),
+    }
+    return forms, words
 
 
 def _holds(d: Derivation, theta2: sp.Symbol) -> tuple:

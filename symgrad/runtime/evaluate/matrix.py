@@ -150,7 +150,7 @@ class MatrixEvaluator:
                 total = v if total is None else total + v
             return total
         if isinstance(e, DiagMatrix):
-            v = self.evaluate(e.arg).reshape(-1)
+            v = self.evaluate(e.args[0]).reshape(-1)
             return np.diag(v)
         raise NotEvaluable(f"no rule for the matrix expression {type(e).__name__} ({e})")
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 #: the diagonal matrices of the softmax closed form (``Sdiagd_k``...): the kernels of
 #: ``S = diag(d) + u v^T`` (hess.out.diag, .u, .v) they hold
 _SOFTMAX_PARTS = {"Sdiagd": "hd", "Sdiagu": "hu", "Sdiagv": "hv"}
+#: the unit columns of the one-hidden-layer blocks (``e1_j``, ``et1_j``: see nt.unit)
+_UNIT = nt.UNIT_NAME
 
 
 class Net(Bindings):
@@ -75,6 +77,62 @@ class Net(Bindings):
         view._pair = (k, j)
         view._scalars = {**self._scalars, "k": k + 1, "j": j + 1}
         return view
+
+    def at_block(self, name: str, a: int, b: int) -> Net:
+        """The block ``name`` (``H11_jq``, ``H12_jk``, ``H22_kp``) of the one-hidden-layer
+        Hessian for units a (rows) and b (columns) (0-based): the index symbols of its name take
+        their (1-based) values, the unit columns ``e1_j``... pick those units."""
+        view = self._view()
+        idx = name.rsplit("_", 1)[1]
+        view._block = (name, a, b)
+        view._scalars = {**self._scalars, idx[0]: a + 1, idx[1]: b + 1}
+        return view
+
+    def _block_matrix(self, name: str):
+        """``At_1 = [A_1, 1]``; with ``at_block``: the unit columns ``e1_j``, ``et1_j``... and
+        the block ``H11_jq``... of the Hessian (the reference's, differences of the gradient, up
+        to HESSIAN_COLUMNS parameters; the trainer's above)."""
+        st = self.state
+        if name == "At_1":
+            return np.hstack([st.a[1], np.ones((self.m, 1))])
+        block = getattr(self, "_block", None)
+        if block is None:
+            return None
+        found = _UNIT.fullmatch(name)
+        if found:
+            tilde, l, idx = found.group(1), int(found.group(2)), found.group(3)
+            pos = self._scalars.get(idx)
+            if pos is None:
+                return None
+            size = st.a[l].shape[1] + (1 if tilde else 0)
+            return np.eye(size)[:, pos - 1 : pos]
+        if name == block[0]:
+            H = self.ctx.hessian_matrix(self)
+            rows, cols = self.block_params(*block)
+            return H[np.ix_(rows, cols)]
+        return None
+
+    def block_params(self, name: str, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """The flat indices of the rows (unit a) and columns (unit b) of the block ``name``:
+        ``[w_l[a, :], b_l[a]]`` of the layers its name gives (``H12``: layer 1, then 2)."""
+        ctx = self.ctx
+        out = []
+        for l, unit in zip((int(name[1]), int(name[2])), (a, b), strict=True):
+            fan_in = self.state.W[l].shape[1]
+            idx = ctx.offsets[("w", l)] + unit * fan_in + np.arange(fan_in)
+            if ctx.bias[l]:
+                idx = np.concatenate([idx, [ctx.offsets[("b", l)] + unit]])
+            out.append(idx)
+        return out[0], out[1]
+
+    def trainer_block(self):
+        """The trainer's block for the units of ``at_block`` (None elsewhere)."""
+        block = getattr(self, "_block", None)
+        if block is None or self.state is not self.ctx.state:
+            return None
+        rows, cols = self.block_params(*block)
+        r, c = np.meshgrid(rows, cols, indexing="ij")
+        return self.ctx.t_hessian_at(r.ravel(), c.ravel()).reshape(r.shape)
 
     def moved(self, state: State, scalars: dict | None = None) -> Net:
         """The same kind of bindings at another state (no shared memo)."""
@@ -254,6 +312,9 @@ class Net(Bindings):
         }
         if name in whole:
             return whole[name]()
+        found = self._block_matrix(name)
+        if found is not None:
+            return found
         if name.endswith("_x"):
             return self._per_sample(name[:-2])
         if self._pair is not None and name.endswith(("_k", "_kj")):

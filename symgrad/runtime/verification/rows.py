@@ -29,7 +29,7 @@ from ..evaluate import (
 )
 from .batch import batch_row
 from .common import EVAL_ERRORS, P_INDEX, POINTS, POINTS_FD, POINTS_FD2, W_FLAT
-from .compare import by_fd, compare, index_references, matrix_references, pairs_of
+from .compare import BLOCK_NAMES, by_fd, compare, index_references, matrix_references, pairs_of
 from .report import Row
 
 if TYPE_CHECKING:
@@ -202,6 +202,8 @@ def matrix_row(ctx: Context, eq, sides=None) -> Row:
     names = {getattr(lhs, "name", "")}
     for e in sides:
         names |= {m.name for m in e.atoms(sp.MatrixSymbol)}
+    if getattr(lhs, "name", "") in BLOCK_NAMES:
+        return _block_row(ctx, eq, sides)
     per_pair = any(n.endswith("_kj") for n in names)
     per_unit = per_pair or any(n.endswith("_j") for n in names)
     units = _unit_pairs(ctx) if per_pair else range(ctx.spec.outputs) if per_unit else [None]
@@ -246,6 +248,37 @@ def _unit_pairs(ctx: Context) -> list[tuple[int, int]]:
     off = [p for p in every if p[0] != p[1]]
     drawn = ctx.rng.choice(len(off), MAX_UNIT_PAIRS - len(diagonal), replace=False)
     return diagonal + [off[t] for t in sorted(drawn)]
+
+
+def _block_pairs(ctx: Context, rows: int, cols: int) -> list[tuple[int, int]]:
+    """The pairs (a, b) of units of layers ``rows`` and ``cols`` whose block is checked: every
+    pair, or with many units the first diagonal pairs and others drawn at random (at most
+    MAX_UNIT_PAIRS)."""
+    sizes = ctx.spec.sizes
+    every = [(a, b) for a in range(sizes[rows]) for b in range(sizes[cols])]
+    if len(every) <= MAX_UNIT_PAIRS:
+        return every
+    diagonal = [p for p in every if p[0] == p[1]][: MAX_UNIT_PAIRS // 2] if rows == cols else []
+    off = [p for p in every if p not in diagonal]
+    drawn = ctx.rng.choice(len(off), MAX_UNIT_PAIRS - len(diagonal), replace=False)
+    return diagonal + [off[t] for t in sorted(drawn)]
+
+
+def _block_row(ctx: Context, eq, sides) -> Row:
+    """A block ``H11_jq``, ``H12_jk`` or ``H22_kp`` of the one-hidden-layer Hessian, for pairs
+    of units: the left side (the Hessian of the reference), the right side and the trainer's
+    block."""
+    name = sides[0].name
+    pairs = []
+    units = _block_pairs(ctx, int(name[1]), int(name[2]))
+    for a, b in units:
+        view = ctx.base().at_block(name, a, b)
+        try:
+            pairs += _pairs(ctx, sides, view)
+        except _RowError as exc:
+            return Row(eq.key, "matrix", "FAIL", note=str(exc))
+    total = ctx.spec.sizes[int(name[1])] * ctx.spec.sizes[int(name[2])]
+    return compare(ctx, eq.key, "matrix", pairs, f"blocks of {len(units)} of the {total} pairs")
 
 
 class _RowError(Exception):
