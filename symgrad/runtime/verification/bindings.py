@@ -91,7 +91,8 @@ class Net(Bindings):
     def _block_matrix(self, name: str):
         """``At_1 = [A_1, 1]``; with ``at_block``: the unit columns ``e1_j``, ``et1_j``... and
         the block ``H11_jq``... of the Hessian (the reference's, differences of the gradient, up
-        to HESSIAN_COLUMNS parameters; the trainer's above)."""
+        to HESSIAN_COLUMNS parameters; the trainer's above, from ``hvp`` columns above
+        HESSIAN_MAX)."""
         st = self.state
         if name == "At_1":
             return np.hstack([st.a[1], np.ones((self.m, 1))])
@@ -107,7 +108,13 @@ class Net(Bindings):
             size = st.a[l].shape[1] + (1 if tilde else 0)
             return np.eye(size)[:, pos - 1 : pos]
         if name == block[0]:
-            H = self.ctx.hessian_matrix(self)
+            try:
+                H = self.ctx.hessian_matrix(self)
+            except NotEvaluable:  # above HESSIAN_MAX: the trainer's block, from hvp columns
+                found = self.trainer_block()
+                if found is None:
+                    raise
+                return found
             rows, cols = self.block_params(*block)
             return H[np.ix_(rows, cols)]
         return None

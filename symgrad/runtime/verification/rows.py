@@ -28,7 +28,7 @@ from ..evaluate import (
     index_ranges,
 )
 from .batch import batch_row
-from .common import EVAL_ERRORS, P_INDEX, POINTS, POINTS_FD, POINTS_FD2, W_FLAT
+from .common import EVAL_ERRORS, HESSIAN_MAX, P_INDEX, POINTS, POINTS_FD, POINTS_FD2, W_FLAT
 from .compare import BLOCK_NAMES, by_fd, compare, index_references, matrix_references, pairs_of
 from .report import Row
 
@@ -253,14 +253,16 @@ def _unit_pairs(ctx: Context) -> list[tuple[int, int]]:
 def _block_pairs(ctx: Context, rows: int, cols: int) -> list[tuple[int, int]]:
     """The pairs (a, b) of units of layers ``rows`` and ``cols`` whose block is checked: every
     pair, or with many units the first diagonal pairs and others drawn at random (at most
-    MAX_UNIT_PAIRS)."""
+    MAX_UNIT_PAIRS; a quarter of that above HESSIAN_MAX parameters, where each block's columns
+    are Hessian-vector products)."""
     sizes = ctx.spec.sizes
     every = [(a, b) for a in range(sizes[rows]) for b in range(sizes[cols])]
-    if len(every) <= MAX_UNIT_PAIRS:
+    most = MAX_UNIT_PAIRS if ctx.P <= HESSIAN_MAX else MAX_UNIT_PAIRS // 4  # hvp columns above
+    if len(every) <= most:
         return every
-    diagonal = [p for p in every if p[0] == p[1]][: MAX_UNIT_PAIRS // 2] if rows == cols else []
+    diagonal = [p for p in every if p[0] == p[1]][: most // 2] if rows == cols else []
     off = [p for p in every if p not in diagonal]
-    drawn = ctx.rng.choice(len(off), MAX_UNIT_PAIRS - len(diagonal), replace=False)
+    drawn = ctx.rng.choice(len(off), most - len(diagonal), replace=False)
     return diagonal + [off[t] for t in sorted(drawn)]
 
 
@@ -278,7 +280,10 @@ def _block_row(ctx: Context, eq, sides) -> Row:
         except _RowError as exc:
             return Row(eq.key, "matrix", "FAIL", note=str(exc))
     total = ctx.spec.sizes[int(name[1])] * ctx.spec.sizes[int(name[2])]
-    return compare(ctx, eq.key, "matrix", pairs, f"blocks of {len(units)} of the {total} pairs")
+    note = f"blocks of {len(units)} of the {total} pairs"
+    if ctx.P > HESSIAN_MAX:
+        note += f" (the left side: the trainer's, from hvp; {ctx.P} parameters)"
+    return compare(ctx, eq.key, "matrix", pairs, note)
 
 
 class _RowError(Exception):
