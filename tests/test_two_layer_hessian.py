@@ -79,3 +79,29 @@ def test_two_layer_is_a_chain_of_two_layers_only():
     for name, (expected, why) in specs.items():
         d = symgrad.derive(symgrad.load_spec(f"examples/{name}.yaml"))
         assert render(d, f"{name}.yaml")[1]["two_layer"] is expected, why
+
+
+@pytest.mark.parametrize("bias", [(True, True), (True, False), (False, True)])
+def test_above_640_parameters_the_order_is_restored_in_place(bias):
+    """The blocks are views of H in their own order ([weights, bias] per unit); ``_bias_last``
+    gathers small Hessians and moves the rows and bands of columns of larger ones in place
+    (here P > 640): both give the printed path's H in the public order."""
+    spec = symgrad.load_spec(
+        {
+            "name": "wide",
+            "inputs": 30,
+            "layers": [
+                {"units": 25, "activation": "tanh", "bias": bias[0]},
+                {"units": 2, "activation": "sigmoid", "bias": bias[1]},
+            ],
+            "loss": "log_loss",
+            "regularization": {"l2": 0.1},
+        }
+    )
+    t = symgrad.load_trainer(spec)
+    assert t.get_flat().size > 640
+    t.set_flat(np.random.default_rng(2).standard_normal(t.get_flat().size) * 0.3)
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((9, 30)), (rng.random((9, 2)) > 0.5) * 1.0
+    printed = t._full(X, Y, False, X.shape[0])
+    np.testing.assert_allclose(t.hessian(X, Y), printed, rtol=1e-11, atol=1e-12)
