@@ -238,30 +238,29 @@ MAX_UNIT_PAIRS = 16
 
 
 def _unit_pairs(ctx: Context) -> list[tuple[int, int]]:
-    """The pairs (k, j) of output units checked: every pair, or with many units every diagonal
-    pair (up to half the budget) and off-diagonal pairs drawn at random."""
+    """The pairs (k, j) of output units checked (see :func:`_drawn_pairs`)."""
     K = ctx.spec.outputs
-    every = [(k, j) for k in range(K) for j in range(K)]
-    if len(every) <= MAX_UNIT_PAIRS:
-        return every
-    diagonal = [(k, k) for k in range(min(K, MAX_UNIT_PAIRS // 2))]
-    off = [p for p in every if p[0] != p[1]]
-    drawn = ctx.rng.choice(len(off), MAX_UNIT_PAIRS - len(diagonal), replace=False)
-    return diagonal + [off[t] for t in sorted(drawn)]
+    return _drawn_pairs(ctx, K, K, MAX_UNIT_PAIRS, square=True)
 
 
 def _block_pairs(ctx: Context, rows: int, cols: int) -> list[tuple[int, int]]:
-    """The pairs (a, b) of units of layers ``rows`` and ``cols`` whose block is checked: every
-    pair, or with many units the first diagonal pairs and others drawn at random (at most
-    MAX_UNIT_PAIRS; a quarter of that above HESSIAN_MAX parameters, where each block's columns
-    are Hessian-vector products)."""
+    """The pairs (a, b) of units of layers ``rows`` and ``cols`` whose block is checked (see
+    :func:`_drawn_pairs`): at most MAX_UNIT_PAIRS, a quarter of that above HESSIAN_MAX
+    parameters, where each block's columns are Hessian-vector products."""
     sizes = ctx.spec.sizes
-    every = [(a, b) for a in range(sizes[rows]) for b in range(sizes[cols])]
-    most = MAX_UNIT_PAIRS if ctx.P <= HESSIAN_MAX else MAX_UNIT_PAIRS // 4  # hvp columns above
+    most = MAX_UNIT_PAIRS if ctx.P <= HESSIAN_MAX else MAX_UNIT_PAIRS // 4
+    return _drawn_pairs(ctx, sizes[rows], sizes[cols], most, square=rows == cols)
+
+
+def _drawn_pairs(ctx: Context, n_rows: int, n_cols: int, most: int, square: bool) -> list:
+    """Every pair (a, b) of n_rows x n_cols units, or with more than ``most`` of them: (for a
+    block on the diagonal, ``square``) the diagonal pairs up to half the budget, then pairs off
+    the diagonal drawn at random."""
+    every = [(a, b) for a in range(n_rows) for b in range(n_cols)]
     if len(every) <= most:
         return every
-    diagonal = [p for p in every if p[0] == p[1]][: most // 2] if rows == cols else []
-    off = [p for p in every if p not in diagonal]
+    diagonal = [(a, a) for a in range(min(n_rows, most // 2))] if square else []
+    off = [p for p in every if p[0] != p[1]] if square else every
     drawn = ctx.rng.choice(len(off), most - len(diagonal), replace=False)
     return diagonal + [off[t] for t in sorted(drawn)]
 
