@@ -1,5 +1,9 @@
 """The block Hessian of a network with one hidden layer, printed from its matrix forms.
 
+One idea in one module (its length is the lowering's cases): the column printer, the shapes of
+the terms and the block families share the axis conventions below, and a term only makes sense
+with all three.
+
 ``hess.blocks.11``, ``.12`` and ``.22`` hold, per pair of units, the block of the Hessian as a
 sum of terms over the batch (:func:`symgrad.derivation.second_order.block_forms`)::
 
