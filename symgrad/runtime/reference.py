@@ -505,7 +505,8 @@ _EPS = float(np.finfo(np.float64).eps)
 FD_ROUNDING = 8
 #: An estimate is known where its own error is at most this share of its scale, ...
 FD_ACCEPT = 1e-9
-#: ... ``max(|derivative|, FD_FLOOR)`` (the verifier's absolute floor).
+#: ... ``max(|derivative|, FD_FLOOR)`` (also the verifier's absolute floor,
+#: ``verification.common.FLOOR``).
 FD_FLOOR = 1e-3
 
 

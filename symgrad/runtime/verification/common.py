@@ -9,11 +9,13 @@ import sympy as sp
 
 from ...spec import Spec
 from ..evaluate import NotEvaluable
+from ..reference import FD_FLOOR
 
 #: Largest accepted error (see symgrad.runtime.verify), by the trainer's dtype.
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
-#: Below this magnitude the error is measured absolutely (scaled by FLOOR).
-FLOOR = 1e-3
+#: Below this magnitude the error is measured absolutely (scaled by FLOOR); the same floor
+#: scales the finite differences' own accuracy (reference.FD_ACCEPT).
+FLOOR = FD_FLOOR
 #: Points of the free indices evaluated per equation: all of them up to these counts, else a
 #: random sample (finite differences cost 8 evaluations per point, nested ones 64).
 POINTS = 2048
