@@ -2,11 +2,21 @@
 
 The module is the NumPy module (everything but training is shared) followed by a section that
 defines ``_epoch``: the batch loop of a run in one ``@numba.njit(cache=True)`` function, matrix
-products through ``np.dot`` (BLAS), and the element-wise chain of each layer (activation, output
-delta, f', the optimiser's update) as fused loops whose bodies are printed by
+products through ``_gemm`` (the ``cblas_?gemm`` of the OpenBLAS NumPy's wheel ships, called by
+name; Numba's ``np.dot`` where NumPy has another BLAS), and the element-wise chain of each layer
+(activation, output delta, f', the optimiser's update) as fused loops whose bodies are printed by
 :class:`NumbaPrinter` from the same kernels the NumPy trainer prints. The class's
 ``_make_runner`` is replaced by one that calls ``_epoch``; without Numba at import time the
 module is the NumPy trainer unchanged.
+
+Why NumPy's BLAS: Numba's ``np.dot`` calls SciPy's, a second OpenBLAS with its own thread pool.
+Its idle threads spin while the NumPy code around the trainer runs, and NumPy's while the trainer
+runs: on two cores, interleaved epochs of the two took up to twice their time.
+
+An affine step ``theta <- beta theta + alpha g`` with constant coefficients (gd and SGD without a
+penalty, read off the optimiser's SymPy update by :func:`_affine_update`) is applied by the
+weight gradient's own product (``C <- alpha A B + beta C``, C the weights), after the backprop
+product has read them: no gradient is written and no pass over the parameters is left but b_1's.
 
 Supported: dense chains (any layer with or without bias) with element-wise activations and a
 softmax output layer (its row's logsumexp shifted by the row maximum, then the kernel
@@ -191,6 +201,66 @@ def _pass_names(d, l: int) -> dict[str, str]:
     return names
 
 
+def _affine_update(opt, step, spec) -> tuple[str, str, str] | None:
+    """``(alpha, beta, text)`` when the step is ``theta <- beta theta + alpha g`` with constant
+    coefficients (SGD and gd; no state, no penalty): the weight gradient's product then updates
+    the weights itself (``?gemm``'s ``C <- alpha A B + beta C``), with no gradient written and no
+    pass over the parameters. The coefficients are read off the optimiser's SymPy update."""
+    if step.state or step.l1 or step.l2 or opt.after_prox or len(opt.updates) != 1:
+        return None
+    (up,) = opt.updates
+    value = up.value.subs(_hyper_values(opt, spec.optimizer))
+    if step.fold:
+        value = value.subs(g, g / eta)
+    alpha, beta = sp.diff(value, g), sp.diff(value, theta)
+    if (
+        up.target != theta
+        or sp.expand(value - alpha * g - beta * theta) != 0
+        or (alpha.free_symbols | beta.free_symbols) - {eta}
+    ):
+        return None
+    q = NumbaPrinter({eta.name: "lr"})
+    codes = [repr(float(c)) if c.is_number else q.scalar(c) for c in (alpha, beta)]
+    said = f"opt.{opt.name}: {text(up.target)} <- {text(value)}"
+    return codes[0], codes[1], said
+
+
+def _gradient_lines(prod, c, l: int, sizes, fused=None) -> list[str]:
+    """grad.W.l and grad.b.l's data terms (times m scale) into the gradient, or, ``fused``, the
+    affine step applied by the same product to the parameters (b_1 is summed into its gradient
+    and stepped after the batch)."""
+    o = []
+    if fused is None:
+        o.append(f"        # grad.W.{l}, grad.b.{l}: the data terms, times m*scale")
+        into = f"gWb_{l}" if c.bias and l > 1 else f"gW_{l}"
+    else:
+        alpha, beta, said = fused
+        o.append(f"        # grad.W.{l}, grad.b.{l}: the data terms, times m*scale, and {said}:")
+        o.append(
+            f"        # the product adds alpha = {alpha} times them to beta = {beta} times the"
+            " parameters"
+        )
+        # the product's output argument followed by gemm's alpha and beta
+        into = f"{'Wb' if c.bias and l > 1 else 'W'}_{l}, {alpha}, {beta}"
+    if c.bias and l > 1:  # [gW_l | gb_l] = D_l^T [a_{l-1} | 1]
+        pair = (f"A_{l - 1}", into)
+        o += [f"        {line}" for line in prod.gradients(l, ("", ""), augmented=pair)]
+    else:
+        o += [f"        {line}" for line in prod.gradients(l, (into, None))]
+    if c.bias and l == 1:
+        # grad.b.1's data term, 1^T D_1, is a sum over the batch (add.reduce in NumPy)
+        pb = prod.scaled(prod.data_term("grad.b.1", 1), nt.m * SCALE)
+        if not prod.into("gb_1", pb).startswith("np.add.reduce(D_1,"):
+            raise LoweringError(f"grad.b.1 is not a sum over the batch: {pb}")
+        # the column sums row by row, as NumPy's add.reduce over axis 0 adds them (and
+        # along memory: summing one column at a time strides and cost 25x)
+        o.append("        gb_1[:] = 0")
+        o.append("        for r in range(m):")
+        o.append(f"            for j in range({sizes[1]}):")
+        o.append("                gb_1[j] += D_1[r, j]")
+    return o
+
+
 def _epoch_source(d, context: dict) -> str:
     spec = d.spec
     L = d.depth
@@ -202,6 +272,7 @@ def _epoch_source(d, context: dict) -> str:
     ctxs = context["layers"]
     bias = [c.bias for c in ctxs]
     state = [name for name, _ in step.state]
+    fused = _affine_update(opt, step, spec)
     args = ["store", "grad", *state, "wmask", "X", "Y_all", "kept_z", "kept_a", "order"]
     args += ["shuffled", "track", "start", "count", "m", "lr", "l2", "l1", "n", "t"]
     o = [f"def _epoch_py({', '.join(args)}):"]
@@ -217,14 +288,17 @@ def _epoch_source(d, context: dict) -> str:
         if c.bias and l == 1:
             o.append(f"    W_1 = store[{lo}:{lo + units * fan_in}].reshape(({units}, {fan_in}))")
             o.append(f"    b_1 = store[{lo + units * fan_in}:{lo + units * (fan_in + 1)}]")
-            o.append(f"    gW_1 = grad[{lo}:{lo + units * fan_in}].reshape(({units}, {fan_in}))")
+            if fused is None:  # else the product writes into W_1 itself
+                shape = f"({units}, {fan_in})"
+                o.append(f"    gW_1 = grad[{lo}:{lo + units * fan_in}].reshape({shape})")
             o.append(f"    gb_1 = grad[{lo + units * fan_in}:{lo + units * (fan_in + 1)}]")
         else:
             cols = fan_in + 1 if c.bias else fan_in
             hi = lo + units * cols
             name = f"Wb_{l}" if c.bias else f"W_{l}"
             o.append(f"    {name} = store[{lo}:{hi}].reshape(({units}, {cols}))")
-            o.append(f"    g{name} = grad[{lo}:{hi}].reshape(({units}, {cols}))")
+            if fused is None:
+                o.append(f"    g{name} = grad[{lo}:{hi}].reshape(({units}, {cols}))")
         # [a_l | 1] when the next layer has a bias (one product gives its weights and bias)
         cols = units + 1 if l < L and bias[l] else units
         o.append(f"    Z_{l} = np.empty((m, {units}), dtype=dt)")
@@ -247,7 +321,11 @@ def _epoch_source(d, context: dict) -> str:
     o.append("        else:")
     o.append("            x = X[lo : lo + m]")
     o.append("            Y = Y_all[lo : lo + m]")
-    prods = [Products(d, _pass_names(d, l)) for l in range(1, L + 1)]
+    gemm = {"dot": "_gemm"}
+    prods = [
+        Products(d, _pass_names(d, l), lambda name: gemm.get(name, f"np.{name}"))
+        for l in range(1, L + 1)
+    ]
     for l, c in enumerate(ctxs, start=1):
         units = c.units
         prod = prods[l - 1]
@@ -305,23 +383,8 @@ def _epoch_source(d, context: dict) -> str:
     for l in range(L, 0, -1):
         c = ctxs[l - 1]
         prod = prods[l - 1]
-        o.append(f"        # grad.W.{l}, grad.b.{l}: the data terms, times m*scale")
-        if c.bias and l > 1:  # [gW_l | gb_l] = D_l^T [a_{l-1} | 1]
-            pair = (f"A_{l - 1}", f"gWb_{l}")
-            o += [f"        {line}" for line in prod.gradients(l, ("", ""), augmented=pair)]
-        else:
-            o += [f"        {line}" for line in prod.gradients(l, (f"gW_{l}", None))]
-        if c.bias and l == 1:
-            # grad.b.1's data term, 1^T D_1, is a sum over the batch (add.reduce in NumPy)
-            pb = prod.scaled(prod.data_term("grad.b.1", 1), nt.m * SCALE)
-            if not prod.into("gb_1", pb).startswith("np.add.reduce(D_1,"):
-                raise LoweringError(f"grad.b.1 is not a sum over the batch: {pb}")
-            # the column sums row by row, as NumPy's add.reduce over axis 0 adds them (and
-            # along memory: summing one column at a time strides and cost 25x)
-            o.append("        gb_1[:] = 0")
-            o.append("        for r in range(m):")
-            o.append(f"            for j in range({sizes[1]}):")
-            o.append("                gb_1[j] += D_1[r, j]")
+        if fused is None:
+            o += _gradient_lines(prod, c, l, sizes)
         if l > 1:
             df = p.scalar(_unit_kernel(d, f"act.{l - 1}.df"))
             lhs, rhs = prods[l - 2].recurrence(l - 1)
@@ -336,16 +399,26 @@ def _epoch_source(d, context: dict) -> str:
             o.append(f"                z = Z_{l - 1}[r, j]")
             o.append(f"                a = A_{l - 1}[r, j]")
             o.append(f"                D_{l - 1}[r, j] = B_{l}[r, j] * ({df})")
+        if fused is not None:  # W_l is read above (backprop) before the product updates it
+            o += _gradient_lines(prod, c, l, sizes, fused)
     if step.counts_steps:
         o.append("        t += 1")
-    o.append("        # the step, one fused loop over the parameters")
-    o.append("        for k in range(store.shape[0]):")
-    o += [f"            {line}" for line in _scalar_update(opt, step, spec, d)]
+    if fused is None:
+        o.append("        # the step, one fused loop over the parameters")
+        o.append("        for k in range(store.shape[0]):")
+        o += [f"            {line}" for line in _scalar_update(opt, step, spec, d)]
+    elif ctxs[0].bias:  # b_1's update (the other parameters were updated in the products)
+        lo = ctxs[0].w0 + ctxs[0].units * ctxs[0].fan_in
+        o.append(f"        # the step of b_1 (the weights' is in their products, {fused[2]})")
+        o.append(f"        for k in range({lo}, {lo + ctxs[0].units}):")
+        o += [f"            {line}" for line in _scalar_update(opt, step, spec, d)]
     o.append("    return t")
     return "\n".join(o) + "\n"
 
 
-_TAIL = '''
+#: the compiled products' BLAS: NumPy's own (the library its matmul calls, so that compiled and
+#: NumPy code share one BLAS and one thread pool), else Numba's np.dot (SciPy's BLAS)
+_BLAS = '''
 
 # -- the compiled epoch (symgrad --backend numba) ------------------------------------------
 try:
@@ -353,11 +426,91 @@ try:
 except ImportError:  # the NumPy trainer as it is
     _numba = None
 
+
+def _numpy_cblas():
+    """The addresses of cblas_sgemm and cblas_dgemm in the OpenBLAS NumPy's wheel ships (64-bit
+    integers, ``scipy_`` or no prefix), or None (another BLAS: the products use np.dot)."""
+    import ctypes
+    import glob
+    import os
+
+    here = os.path.dirname(np.__file__)
+    for pattern in (os.path.join(here, os.pardir, "numpy.libs"), os.path.join(here, ".dylibs")):
+        for path in sorted(glob.glob(os.path.join(pattern, "*openblas64*"))):
+            try:
+                lib = ctypes.CDLL(path)  # the library NumPy loaded: the same handle
+            except OSError:
+                continue
+            for prefix in ("scipy_cblas_", "cblas_"):
+                try:
+                    fns = [getattr(lib, f"{prefix}{k}gemm64_") for k in "sd"]
+                except AttributeError:
+                    continue
+                return [ctypes.cast(fn, ctypes.c_void_p).value for fn in fns]
+    return None
+
+
+_CBLAS = _numpy_cblas() if _numba is not None else None
+if _CBLAS is not None:
+    # called by name, so that Numba's disk cache holds no address
+    from llvmlite import binding as _llvm
+
+    _llvm.add_symbol("symgrad_cblas_sgemm64", _CBLAS[0])
+    _llvm.add_symbol("symgrad_cblas_dgemm64", _CBLAS[1])
+    _i, _p, _e = _numba.types.int64, _numba.types.intp, _numba.types.int32
+    _sgemm, _dgemm = (
+        _numba.types.ExternalFunction(
+            f"symgrad_cblas_{k}gemm64",
+            _numba.types.void(_e, _e, _e, _i, _i, _i, real, _p, _i, _p, _i, real, _p, _i),
+        )
+        for k, real in (("s", _numba.types.float32), ("d", _numba.types.float64))
+    )
+
+    def _gemm_py(a, b, out, alpha=1.0, beta=0.0):
+        """out <- alpha a b + beta out (cblas ?gemm); a and b row-major or transposed views."""
+        size = out.itemsize
+        if a.strides[1] == size and a.strides[0] // size >= a.shape[1]:
+            ta, lda = 111, a.strides[0] // size  # CblasNoTrans
+        else:
+            ta, lda = 112, a.strides[1] // size  # CblasTrans: a is a view of a.T
+        if b.strides[1] == size and b.strides[0] // size >= b.shape[1]:
+            tb, ldb = 111, b.strides[0] // size
+        else:
+            tb, ldb = 112, b.strides[1] // size
+        rows, cols, inner, ldc = out.shape[0], out.shape[1], a.shape[1], out.strides[0] // size
+        if size == 4:
+            _sgemm(
+                101, ta, tb, rows, cols, inner, np.float32(alpha), a.ctypes.data, lda,
+                b.ctypes.data, ldb, np.float32(beta), out.ctypes.data, ldc,
+            )  # fmt: skip
+        else:
+            _dgemm(
+                101, ta, tb, rows, cols, inner, alpha, a.ctypes.data, lda, b.ctypes.data, ldb,
+                beta, out.ctypes.data, ldc,
+            )  # fmt: skip
+
+else:
+
+    def _gemm_py(a, b, out, alpha=1.0, beta=0.0):
+        """out <- alpha a b + beta out (np.dot: Numba's BLAS)."""
+        if alpha == 1.0 and beta == 0.0:
+            np.dot(a, b, out)
+        else:
+            out[:, :] = alpha * np.dot(a, b) + beta * out
+
+
+_gemm = _numba.njit(_gemm_py) if _numba is not None else None
+'''
+
+_TAIL = '''
+
 {epoch}
 
 # cached on disk beside this file; a module that is not in sys.modules (exec'd by hand) cannot
-# be found again by Numba's cache, so it compiles in memory instead
+# be found again by Numba's cache, so it compiles in memory instead (as without NumPy's BLAS:
+# the cached code would call it by name)
 _CACHE = getattr(__import__("sys").modules.get(__name__), "__dict__", None) is globals()
+_CACHE = _CACHE and _CBLAS is not None
 _epoch = _numba.njit(cache=_CACHE)(_epoch_py) if _numba is not None else None
 _NO_ROWS = np.empty((0, {n_out}))
 _NO_ORDER = np.empty(0, dtype=np.int64)
@@ -421,7 +574,7 @@ def numba_source(spec: Spec | str, spec_file: str | None = None) -> tuple[str, s
         wmask="_NO_MASK" if not (step.l2 or step.l1) else "_WEIGHT_MASK.astype(store.dtype)",
         cls=spec.class_name,
     )
-    full = source + tail
+    full = source + _BLAS + tail
     check_compiles(full, spec.name)
     return layout(full), None
 
