@@ -507,8 +507,8 @@ _TAIL = '''
 {epoch}
 
 # cached on disk beside this file; a module that is not in sys.modules (exec'd by hand) cannot
-# be found again by Numba's cache, so it compiles in memory instead (as without NumPy's BLAS:
-# the cached code would call it by name)
+# be found again by Numba's cache, so it compiles in memory instead, and so does it without
+# NumPy's BLAS (a cached epoch calls that BLAS by name)
 _CACHE = getattr(__import__("sys").modules.get(__name__), "__dict__", None) is globals()
 _CACHE = _CACHE and _CBLAS is not None
 _epoch = _numba.njit(cache=_CACHE)(_epoch_py) if _numba is not None else None
