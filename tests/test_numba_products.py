@@ -191,3 +191,26 @@ def test_the_epoch_is_cached_on_disk(tmp_path):
     if said[0][0] == "False":
         pytest.skip("NumPy's BLAS was not found: the epoch is not cached")
     assert said == [["True", "0"], ["True", "1"]]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        _spec("sgd", sizes=(4, 5, 3)),  # the step in the products
+        _spec("adam", l2=0.05, l1=0.02, sizes=(4, 5, 3), out="softmax"),  # the loop
+        _spec("gd", bias=False, sizes=(3, 4, 2)),
+    ],
+    ids=["sgd", "adam-l1-l2-softmax", "gd-no-bias"],
+)
+def test_equations_verify_against_the_compiled_trainer(spec):
+    """``symgrad verify`` with the compiled trainer: every displayed equation, the optimiser's
+    update rows evaluated on the compiled epoch's step (``fit`` on a twin of the trainer)."""
+    import symgrad
+    from symgrad.runtime.verify import verify
+
+    trainer = symgrad.load_trainer(spec, backend="numba")
+    module = sys.modules[type(trainer).__module__]
+    assert type(trainer)._make_runner is module._compiled_make_runner
+    report = verify(spec, trainer=trainer)
+    assert report.ok, report.table()
+    assert any(row.key.startswith("opt.") and row.status == "ok" for row in report.rows)

@@ -228,3 +228,30 @@ def test_gauss_newton_matches_torch(case):
     G_model = model.gauss_newton(X, Y)
     assert rel_err(G_model, G) < TOL
     assert np.linalg.eigvalsh((G_model + G_model.T) / 2).min() >= -1e-10
+
+
+@functools.cache
+def _numba_trainer_class(spec_json: str):
+    return type(symgrad.load_trainer(symgrad.load_spec(json.loads(spec_json)), backend="numba"))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c[5]], ids=_case_id)
+def test_numba_backends_step_is_torchs_gradient_step(case):
+    """The compiled epoch (``backend="numba"``) with gd on the whole set takes the step
+    theta - eta grad C of torch's autograd: the step applied inside the weight products without
+    a penalty, in the loop over the parameters with L2 (L1's proximal step is no gradient step:
+    those cases are left out)."""
+    pytest.importorskip("numba", reason="numba is not installed (pip install symgrad[numba])")
+    spec = {**_spec(case), "optimizer": {"name": "gd", "learning_rate": 0.1}}
+    cls = _numba_trainer_class(json.dumps(spec, sort_keys=True))
+    module = __import__("sys").modules[cls.__module__]
+    assert cls._make_runner is module._compiled_make_runner
+    _, theta, X, Y = make_problem(case, seed=3)
+    model = cls(seed=3)
+    model.set_flat(theta)
+    cost, _, _ = torch_cost(case, torch.from_numpy(X), torch.from_numpy(Y))
+    t = torch.from_numpy(theta.copy()).requires_grad_(True)
+    (g_torch,) = torch.autograd.grad(cost(t), t)
+    model.fit(X, Y, epochs=1, shuffle=False, track=False)
+    step = theta - model.get_flat()
+    assert rel_err(step, 0.1 * g_torch.numpy()) < TOL
