@@ -214,3 +214,22 @@ def test_equations_verify_against_the_compiled_trainer(spec):
     report = verify(spec, trainer=trainer)
     assert report.ok, report.table()
     assert any(row.key.startswith("opt.") and row.status == "ok" for row in report.rows)
+
+
+def test_only_the_blas_numpy_loaded_is_used(tmp_path):
+    """A copy of NumPy's OpenBLAS beside another "numpy" is a file nobody loaded: it is not
+    opened (a second copy would bring its own thread pool), and the products use np.dot."""
+    import shutil
+    import types
+
+    module = import_module_from_source(numba_source(_spec("sgd"))[0], "prod_loaded")
+    if module._CBLAS is None:
+        pytest.skip("NumPy was not built with the OpenBLAS its wheels ship (np.dot is used)")
+    real = sorted((Path(np.__file__).parent.parent / "numpy.libs").glob("*openblas64*"))[0]
+    (tmp_path / "numpy").mkdir()
+    (tmp_path / "numpy.libs").mkdir()
+    shutil.copy(real, tmp_path / "numpy.libs" / real.name)
+    fake = types.SimpleNamespace(__file__=str(tmp_path / "numpy" / "__init__.py"))
+    find = types.FunctionType(module._numpy_cblas.__code__, {**vars(module), "np": fake})
+    assert find() is None
+    assert module._numpy_cblas() == module._CBLAS

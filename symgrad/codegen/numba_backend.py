@@ -435,11 +435,13 @@ def _numpy_cblas():
     import os
 
     here = os.path.dirname(np.__file__)
+    # only a library already loaded (by NumPy): never a second copy with its own thread pool
+    loaded = getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 0)
     for pattern in (os.path.join(here, os.pardir, "numpy.libs"), os.path.join(here, ".dylibs")):
         for path in sorted(glob.glob(os.path.join(pattern, "*openblas64*"))):
             try:
-                lib = ctypes.CDLL(path)  # the library NumPy loaded: the same handle
-            except OSError:
+                lib = ctypes.CDLL(path, mode=loaded)
+            except OSError:  # not loaded: a file NumPy does not use
                 continue
             for prefix in ("scipy_cblas_", "cblas_"):
                 try:
