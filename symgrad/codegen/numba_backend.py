@@ -42,11 +42,14 @@ from ..printers.numpy import NumPyPrinter, stable_rewrite
 from ..printers.pylayout import layout
 from ..spec import Spec, load_spec
 from . import kernels
-from .generate import check_compiles, render
+from .generate import _environment, check_compiles, render
 from .layers.dense import AUGMENTED
 from .products import SCALE, LoweringError, Products
 from .regulariser import smooth_gradient
 from .step import _hyper_values
+
+#: the module's compiled section (the BLAS binding, the epoch, the runner), after the NumPy module
+SECTION = "numba/epoch.py.jinja"
 
 
 #: optimisers the compiled epoch lays out: every registered first-order one with an
@@ -416,138 +419,6 @@ def _epoch_source(d, context: dict) -> str:
     return "\n".join(o) + "\n"
 
 
-#: the compiled products' BLAS: NumPy's own (the library its matmul calls, so that compiled and
-#: NumPy code share one BLAS and one thread pool), else Numba's np.dot (SciPy's BLAS)
-_BLAS = '''
-
-# -- the compiled epoch (symgrad --backend numba) ------------------------------------------
-try:
-    import numba as _numba
-except ImportError:  # the NumPy trainer as it is
-    _numba = None
-
-
-def _numpy_cblas():
-    """The addresses of cblas_sgemm and cblas_dgemm in the OpenBLAS NumPy's wheel ships (64-bit
-    integers, ``scipy_`` or no prefix), or None (another BLAS: the products use np.dot)."""
-    import ctypes
-    import glob
-    import os
-
-    here = os.path.dirname(np.__file__)
-    # only a library already loaded (by NumPy): never a second copy with its own thread pool
-    loaded = getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 0)
-    for pattern in (os.path.join(here, os.pardir, "numpy.libs"), os.path.join(here, ".dylibs")):
-        for path in sorted(glob.glob(os.path.join(pattern, "*openblas64*"))):
-            try:
-                lib = ctypes.CDLL(path, mode=loaded)
-            except OSError:  # not loaded: a file NumPy does not use
-                continue
-            for prefix in ("scipy_cblas_", "cblas_"):
-                try:
-                    fns = [getattr(lib, f"{prefix}{k}gemm64_") for k in "sd"]
-                except AttributeError:
-                    continue
-                return [ctypes.cast(fn, ctypes.c_void_p).value for fn in fns]
-    return None
-
-
-_CBLAS = _numpy_cblas() if _numba is not None else None
-if _CBLAS is not None:
-    # called by name, so that Numba's disk cache holds no address
-    from llvmlite import binding as _llvm
-
-    _llvm.add_symbol("symgrad_cblas_sgemm64", _CBLAS[0])
-    _llvm.add_symbol("symgrad_cblas_dgemm64", _CBLAS[1])
-    _i, _p, _e = _numba.types.int64, _numba.types.intp, _numba.types.int32
-    _sgemm, _dgemm = (
-        _numba.types.ExternalFunction(
-            f"symgrad_cblas_{k}gemm64",
-            _numba.types.void(_e, _e, _e, _i, _i, _i, real, _p, _i, _p, _i, real, _p, _i),
-        )
-        for k, real in (("s", _numba.types.float32), ("d", _numba.types.float64))
-    )
-
-    def _gemm_py(a, b, out, alpha=1.0, beta=0.0):
-        """out <- alpha a b + beta out (cblas ?gemm); a and b row-major or transposed views."""
-        size = out.itemsize
-        if a.strides[1] == size and a.strides[0] // size >= a.shape[1]:
-            ta, lda = 111, a.strides[0] // size  # CblasNoTrans
-        else:
-            ta, lda = 112, a.strides[1] // size  # CblasTrans: a is a view of a.T
-        if b.strides[1] == size and b.strides[0] // size >= b.shape[1]:
-            tb, ldb = 111, b.strides[0] // size
-        else:
-            tb, ldb = 112, b.strides[1] // size
-        rows, cols, inner, ldc = out.shape[0], out.shape[1], a.shape[1], out.strides[0] // size
-        if size == 4:
-            _sgemm(
-                101, ta, tb, rows, cols, inner, np.float32(alpha), a.ctypes.data, lda,
-                b.ctypes.data, ldb, np.float32(beta), out.ctypes.data, ldc,
-            )  # fmt: skip
-        else:
-            _dgemm(
-                101, ta, tb, rows, cols, inner, alpha, a.ctypes.data, lda, b.ctypes.data, ldb,
-                beta, out.ctypes.data, ldc,
-            )  # fmt: skip
-
-else:
-
-    def _gemm_py(a, b, out, alpha=1.0, beta=0.0):
-        """out <- alpha a b + beta out (np.dot: Numba's BLAS)."""
-        if alpha == 1.0 and beta == 0.0:
-            np.dot(a, b, out)
-        else:
-            out[:, :] = alpha * np.dot(a, b) + beta * out
-
-
-_gemm = _numba.njit(_gemm_py) if _numba is not None else None
-'''
-
-_TAIL = '''
-
-{epoch}
-
-# cached on disk beside this file; a module that is not in sys.modules (exec'd by hand) cannot
-# be found again by Numba's cache, so it compiles in memory instead, and so does it without
-# NumPy's BLAS (a cached epoch calls that BLAS by name)
-_CACHE = getattr(__import__("sys").modules.get(__name__), "__dict__", None) is globals()
-_CACHE = _CACHE and _CBLAS is not None
-_epoch = _numba.njit(cache=_CACHE)(_epoch_py) if _numba is not None else None
-_NO_ROWS = np.empty((0, {n_out}))
-_NO_ORDER = np.empty(0, dtype=np.int64)
-_NO_MASK = np.empty(0)
-
-
-def _compiled_make_runner(self, m, n, track):
-    """Train on batches of m of n samples in one compiled call per run (``_epoch``)."""
-    store, grad = self._store, self._scratch["grad"]
-    state = self._opt_state
-    vectors = [state[key] for key in {state_keys}]
-    lr = self.learning_rate
-    wmask = {wmask}  # 1.0 for a weight, 0.0 for a bias: the penalties skip biases
-    l2, l1 = float(self.l2), float(self.l1)
-
-    def run(X, Y_all, kept, order, start, count):
-        kz = ka = _NO_ROWS.astype(store.dtype)
-        if kept:
-            {kept_unpack}
-        shuffled = order is not None
-        o = order if shuffled else _NO_ORDER
-        t = _epoch(
-            store, grad, *vectors, wmask, X, Y_all, kz, ka, o, shuffled, bool(kept), start, count,
-            m, lr, l2, l1, n, state["t"],
-        )
-        state["t"] = int(t)
-
-    return run
-
-
-if _epoch is not None:
-    {cls}._make_runner = _compiled_make_runner
-'''
-
-
 def numba_source(spec: Spec | str, spec_file: str | None = None) -> tuple[str, str | None]:
     """The Numba trainer module of ``spec`` and a one-line notice (None when compiled)."""
     if not isinstance(spec, Spec):
@@ -568,15 +439,19 @@ def numba_source(spec: Spec | str, spec_file: str | None = None) -> tuple[str, s
     kept = context["out"].track_names.split(", ")
     unpack = "(ka,) = kept" if len(kept) == 1 else "kz, ka = kept"
     step = context["step"]
-    tail = _TAIL.format(
-        epoch=epoch,
-        n_out=spec.sizes[-1],
-        state_keys=list(context["step"].state_keys),
-        kept_unpack=unpack,
-        wmask="_NO_MASK" if not (step.l2 or step.l1) else "_WEIGHT_MASK.astype(store.dtype)",
-        cls=spec.class_name,
+    tail = (
+        _environment()
+        .get_template(SECTION)
+        .render(
+            epoch=epoch,
+            n_out=spec.sizes[-1],
+            state_keys=list(context["step"].state_keys),
+            kept_unpack=unpack,
+            wmask="_NO_MASK" if not (step.l2 or step.l1) else "_WEIGHT_MASK.astype(store.dtype)",
+            cls=spec.class_name,
+        )
     )
-    full = source + _BLAS + tail
+    full = source + tail
     check_compiles(full, spec.name)
     return layout(full), None
 
