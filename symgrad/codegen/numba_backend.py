@@ -232,24 +232,25 @@ def _gradient_lines(prod, c, l: int, sizes, fused=None) -> list[str]:
     """grad.W.l and grad.b.l's data terms (times m scale) into the gradient, or, ``fused``, the
     affine step applied by the same product to the parameters (b_1 is summed into its gradient
     and stepped after the batch)."""
-    o = []
+    o, step = [], None
     if fused is None:
         o.append(f"        # grad.W.{l}, grad.b.{l}: the data terms, times m*scale")
         into = f"gWb_{l}" if c.bias and l > 1 else f"gW_{l}"
     else:
         alpha, beta, said = fused
+        step = (alpha, beta)
         o.append(f"        # grad.W.{l}, grad.b.{l}: the data terms, times m*scale, and {said}:")
         o.append(
             f"        # the product adds alpha = {alpha} times them to beta = {beta} times the"
             " parameters"
         )
-        # the product's output argument followed by gemm's alpha and beta
-        into = f"{'Wb' if c.bias and l > 1 else 'W'}_{l}, {alpha}, {beta}"
+        into = f"Wb_{l}" if c.bias and l > 1 else f"W_{l}"  # the parameters themselves
     if c.bias and l > 1:  # [gW_l | gb_l] = D_l^T [a_{l-1} | 1]
         pair = (f"A_{l - 1}", into)
-        o += [f"        {line}" for line in prod.gradients(l, ("", ""), augmented=pair)]
+        lines = prod.gradients(l, ("", ""), augmented=pair, step=step)
     else:
-        o += [f"        {line}" for line in prod.gradients(l, (into, None))]
+        lines = prod.gradients(l, (into, None), step=step)
+    o += [f"        {line}" for line in lines]
     if c.bias and l == 1:
         # grad.b.1's data term, 1^T D_1, is a sum over the batch (add.reduce in NumPy)
         pb = prod.scaled(prod.data_term("grad.b.1", 1), nt.m * SCALE)

@@ -202,10 +202,17 @@ class Products:
         raise LoweringError(f"no width for {block}")
 
     def gradients(
-        self, l: int, targets: tuple[str, str | None], dot: str | None = None, augmented=None
+        self,
+        l: int,
+        targets: tuple[str, str | None],
+        dot: str | None = None,
+        augmented=None,
+        step: tuple[str, str] | None = None,
     ) -> list[str]:
         """The data terms of grad.W.l and grad.b.l, times m scale, into ``targets`` (gW, gb);
-        ``augmented``: the names of ``[A | 1]`` and of the gradient's rows ``[gW | gb]``."""
+        ``augmented``: the names of ``[A | 1]`` and of the gradient's rows ``[gW | gb]``;
+        ``step``: gemm's ``(alpha, beta)`` when the targets are the parameters themselves
+        (``C <- alpha A B + beta C``: the weight product applies an affine step)."""
         m = nt.m
         pw = self.scaled(self.data_term(f"grad.W.{l}", l), m * SCALE)
         pb = None
@@ -220,8 +227,13 @@ class Products:
             blocks = _collapse(mats[0] * aug)
             if not (_same(blocks.blocks[0, 0], pw) and _same(blocks.blocks[0, 1], pb.T)):
                 raise LoweringError(f"grad.W.{l}, grad.b.{l} are not delta^T [A | 1]")
-            return [f"{dot or self.dot}({self.code(mats[0])}, {inp_name}, {target})"]
+            line = f"{dot or self.dot}({self.code(mats[0])}, {inp_name}, {target})"
+            return [line if step is None else f"{line[:-1]}, {step[0]}, {step[1]})"]
         lines = [self.into(targets[0], pw, dot)]
+        if step is not None:
+            if lines[0].startswith(f"{self.fn('add')}.reduce("):
+                raise LoweringError(f"grad.W.{l} is a sum over the batch, not a product: {pw}")
+            lines[0] = f"{lines[0][:-1]}, {step[0]}, {step[1]})"
         if pb is not None and targets[1] is not None:
             lines.append(self.into(targets[1], pb, dot))
         return lines
